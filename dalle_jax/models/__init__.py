@@ -1,0 +1,1 @@
+"""Models: dVAE, VQ-VAE, the DALL·E transformer, attention masks, CLIP."""

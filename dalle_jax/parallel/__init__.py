@@ -1,0 +1,1 @@
+"""Partitioning: device mesh, logical-axis rules, multi-host helpers."""

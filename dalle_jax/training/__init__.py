@@ -1,0 +1,1 @@
+"""Training: train state, loop, schedules, losses, checkpointing."""
