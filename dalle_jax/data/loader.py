@@ -1,0 +1,191 @@
+"""The input pipeline: grain over a random-access split, to global `jax.Array` batches on a mesh.
+
+Per process: take every `process_count`-th record (starting at `process_index`), shuffle with a
+seed (reshuffled each epoch), turn each record into `{image, text, caption}` (one caption line
+picked at random when a record holds several; images of another size resized and centre-cropped),
+batch, optionally in worker processes. The batch leaves the loader as global arrays sharded over the
+mesh's batch axes. The iterator state can be saved and restored exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Iterator
+
+import grain
+from absl import flags
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from PIL import Image
+
+from dalle_jax.data.imaging import resize_center_crop
+from dalle_jax.data.tokenizer import TextTokenizer
+from dalle_jax.parallel.mesh import batch_sharding, num_batch_shards
+
+# Batch fields that go to devices; `caption` stays on the host as strings.
+DEVICE_FIELDS = ("image", "text")
+
+
+def _lookup(example: dict, key: str) -> Any:
+    """`example['a']['b']` for key 'a/b'; a KeyError names the key and what is there."""
+    value = example
+    for part in key.split("/"):
+        if not isinstance(value, dict) or part not in value:
+            have = sorted(value) if isinstance(value, dict) else type(value).__name__
+            raise KeyError(f"field {key!r} not in example (has {have})")
+        value = value[part]
+    return value
+
+
+def caption_lines(value: Any) -> list[str]:
+    """All non-empty caption lines in a text field (str, bytes, or a sequence of them)."""
+    if isinstance(value, (bytes, np.bytes_)):
+        value = bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return [line.strip() for line in value.split("\n") if line.strip()]
+    return [line for item in np.asarray(value).reshape(-1).tolist() for line in caption_lines(item)]
+
+
+@dataclasses.dataclass
+class ToExample(grain.transforms.RandomMap):
+    """Record → {image uint8 (R, R, 3), text int32 (text_len,), caption str}."""
+
+    tokenizer_json: str
+    text_len: int
+    resolution: int
+    image_key: str = "image"
+    caption_key: str = "caption"
+
+    def __post_init__(self):
+        self._tokenizer = None
+
+    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        if self._tokenizer is None:  # built lazily, once per worker process
+            self._tokenizer = TextTokenizer.from_json(self.tokenizer_json, self.text_len)
+        lines = caption_lines(_lookup(element, self.caption_key))
+        caption = lines[int(rng.integers(len(lines)))] if lines else ""
+        image = np.asarray(_lookup(element, self.image_key))
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        if image.shape != (self.resolution, self.resolution, 3) or image.dtype != np.uint8:
+            image = resize_center_crop(Image.fromarray(image), self.resolution)
+        return {"image": image, "text": self._tokenizer.encode(caption), "caption": caption}
+
+
+class Loader:
+    """Iterator of batches from one split; `get_state`/`set_state` make it resumable.
+
+    Args:
+      source: a random-access source (e.g. `sources.open_split(...)`) of dict records.
+      tokenizer: the text tokenizer; its `text_len` fixes the text shape.
+      resolution: side of the square images handed out.
+      global_batch_size: examples per step over all processes.
+      seed: shuffling and caption-choice seed.
+      mesh: if given, batches are global `jax.Array`s sharded over its batch axes; else numpy.
+      num_epochs: None repeats forever.
+      shuffle: shuffle records (and reshuffle each epoch).
+      worker_count: grain worker processes (0: in this process).
+      image_key, caption_key: record fields (nested with '/', e.g. 'captions/text').
+      process_index, process_count: this host's share (default: from JAX).
+    """
+
+    def __init__(
+        self,
+        source,
+        *,
+        tokenizer: TextTokenizer,
+        resolution: int,
+        global_batch_size: int,
+        seed: int = 0,
+        mesh: Mesh | None = None,
+        num_epochs: int | None = None,
+        shuffle: bool = True,
+        worker_count: int = 0,
+        image_key: str = "image",
+        caption_key: str = "caption",
+        process_index: int | None = None,
+        process_count: int | None = None,
+    ):
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+        if global_batch_size <= 0 or global_batch_size % process_count:
+            raise ValueError(
+                f"global_batch_size={global_batch_size} must be a positive multiple of the "
+                f"process count {process_count}"
+            )
+        if mesh is not None and global_batch_size % num_batch_shards(mesh):
+            raise ValueError(
+                f"global_batch_size={global_batch_size} must be divisible by the "
+                f"{num_batch_shards(mesh)} batch shards of mesh {dict(mesh.shape)}"
+            )
+        if len(source) == 0:
+            raise ValueError("the data source is empty")
+        first = source[0]
+        for key in (image_key, caption_key):
+            try:
+                _lookup(first, key)
+            except KeyError as e:
+                raise ValueError(e.args[0]) from None
+        self.mesh = mesh
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // process_count
+
+        ds = grain.MapDataset.source(source)[process_index::process_count]
+        local_records = len(ds)
+        if local_records < self.local_batch_size:
+            raise ValueError(
+                f"this process has {local_records} records, fewer than its batch of "
+                f"{self.local_batch_size}"
+            )
+        if shuffle:
+            ds = ds.shuffle(seed=seed)
+        ds = ds.repeat(num_epochs)
+        ds = ds.random_map(
+            ToExample(tokenizer.to_json(), tokenizer.text_len, resolution, image_key, caption_key),
+            seed=seed,
+        )
+        dropped = local_records % self.local_batch_size
+        if num_epochs is not None and dropped:
+            logging.warning(
+                "%d of %d records per epoch do not fill a last batch of %d and are not used",
+                dropped * num_epochs, local_records * num_epochs, self.local_batch_size,
+            )
+        ds = ds.batch(self.local_batch_size, drop_remainder=True)
+        it_ds = ds.to_iter_dataset()
+        if worker_count > 0:
+            if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; notebooks never parse
+                flags.FLAGS.mark_as_parsed()
+            it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+        self._it = iter(it_ds)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        local = next(self._it)
+        if self.mesh is None:
+            return local
+        out = {"caption": local["caption"]}
+        for name in DEVICE_FIELDS:
+            arr = local[name]
+            out[name] = jax.make_array_from_process_local_data(
+                batch_sharding(self.mesh, arr.ndim), arr,
+                (self.global_batch_size,) + arr.shape[1:],
+            )
+        return out
+
+    def get_state(self) -> dict:
+        """The iterator's position; restoring it continues with the very next batch."""
+        return self._it.get_state()
+
+    def set_state(self, state: dict) -> None:
+        """Continues from a state returned by `get_state`."""
+        self._it.set_state(state)
+
+    def close(self) -> None:
+        """Stops worker processes, if any."""
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()

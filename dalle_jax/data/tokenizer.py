@@ -1,0 +1,125 @@
+"""Byte-level BPE text tokenizer (HF `tokenizers`): trained on captions, lower-cased, fixed length.
+
+Every caption becomes exactly `text_len` ids. Id 0 is the pad marker; the transformer replaces each
+pad by a learned padding token of its own position (DALL·E, §2.2), so the pad id here is only a
+placeholder. Byte-level BPE has all 256 bytes in its base alphabet, so any Unicode text (emoji,
+CJK, accents) encodes, and decodes back to its normalised, lower-cased form.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+PAD_TOKEN = "<pad>"
+PAD_ID = 0
+# The byte alphabet plus the pad marker: the smallest vocabulary that can encode any text.
+MIN_VOCAB_SIZE = len(pre_tokenizers.ByteLevel.alphabet()) + 1
+
+
+def _empty_bpe() -> Tokenizer:
+    """An untrained byte-level BPE with NFKC + lower-case normalisation."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+class TextTokenizer:
+    """Fixed-length byte-level BPE: `encode` gives int32 ids of length `text_len`, padded with 0."""
+
+    def __init__(self, tokenizer: Tokenizer, text_len: int):
+        if text_len <= 0:
+            raise ValueError(f"text_len must be positive, got {text_len}")
+        if tokenizer.token_to_id(PAD_TOKEN) != PAD_ID:
+            raise ValueError(f"tokenizer must have {PAD_TOKEN!r} at id {PAD_ID}")
+        self._tok = tokenizer
+        self.text_len = text_len
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        # A caption that happens to contain the text "<pad>" is text, not padding.
+        self._tok.encode_special_tokens = True
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def train(
+        cls,
+        captions: Iterable[str],
+        vocab_size: int,
+        text_len: int,
+        *,
+        min_frequency: int = 2,
+        show_progress: bool = False,
+    ) -> "TextTokenizer":
+        """Trains a BPE of at most `vocab_size` entries (pad marker included) on `captions`."""
+        if vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(
+                f"vocab_size={vocab_size} is below the byte alphabet plus pad ({MIN_VOCAB_SIZE})"
+            )
+        tok = _empty_bpe()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=[PAD_TOKEN],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=show_progress,
+        )
+        tok.train_from_iterator(captions, trainer=trainer)
+        return cls(tok, text_len)
+
+    @classmethod
+    def load(cls, path: str, text_len: int) -> "TextTokenizer":
+        """Loads a tokenizer saved by `save` (one JSON file)."""
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no tokenizer file at {path}")
+        return cls(Tokenizer.from_file(path), text_len)
+
+    @classmethod
+    def from_json(cls, text: str, text_len: int) -> "TextTokenizer":
+        """Builds from the JSON string of `to_json` (used to ship the tokenizer to workers)."""
+        return cls(Tokenizer.from_str(text), text_len)
+
+    def save(self, path: str) -> None:
+        """Writes the tokenizer as one JSON file (atomically)."""
+        tmp = f"{path}.tmp"
+        self._tok.save(tmp)
+        os.replace(tmp, path)
+
+    def to_json(self) -> str:
+        """The tokenizer as a JSON string."""
+        return self._tok.to_str()
+
+    # --- use ----------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Number of entries actually in the vocabulary (≤ the size it was trained for)."""
+        return self._tok.get_vocab_size()
+
+    def normalize(self, text: str) -> str:
+        """The text as the tokenizer sees it (NFKC, lower-cased)."""
+        return self._tok.normalizer.normalize_str(text)
+
+    def token_ids(self, text: str) -> list[int]:
+        """All ids of `text`, without truncation or padding."""
+        return self._tok.encode(text).ids
+
+    def encode(self, text: str) -> np.ndarray:
+        """int32 ids of shape (text_len,): truncated to text_len, padded with PAD_ID."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """int32 ids of shape (len(texts), text_len)."""
+        out = np.full((len(texts), self.text_len), PAD_ID, dtype=np.int32)
+        for row, enc in zip(out, self._tok.encode_batch(list(texts))):
+            ids = enc.ids[: self.text_len]
+            row[: len(ids)] = ids
+        return out
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """Text of `ids`, pads dropped."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1) if int(i) != PAD_ID]
+        return self._tok.decode(ids, skip_special_tokens=True)
