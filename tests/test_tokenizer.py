@@ -51,7 +51,7 @@ def test_vocab_size_is_respected_and_merges_learned(tok):
     big = TextTokenizer.train(CORPUS, vocab_size=5000, text_len=8)
     assert MIN_VOCAB_SIZE < big.vocab_size <= 5000
     # BPE merges: a frequent word is one token, not its bytes.
-    assert len(tok.token_ids("a red circle")) == 3
+    assert len(big.token_ids("a red circle")) == 3
     ids = TextTokenizer.train(CORPUS * 3, vocab_size=1000, text_len=8).encode_batch(VARIED)
     assert ids.max() < 1000 and ids.min() >= 0
 
