@@ -1,0 +1,86 @@
+"""Data commands.
+
+  python -m dalle_jax.data prepare --dataset=shapes --data_dir=DIR [--resolution=64] [--num_train=N]
+  python -m dalle_jax.data prepare --dataset=image_text_folder --source=PATH --data_dir=DIR [--name=NAME]
+  python -m dalle_jax.data inspect --config=configs/data.py:tiny --workdir=DIR [--num_batches=4]
+
+`prepare` ends by printing one JSON line; `inspect` prints a JSON summary and writes a PNG grid.
+Bad values get a one-line error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+USAGE = "usage: python -m dalle_jax.data {prepare,inspect} [flags]  (--help on each)"
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def prepare_main(argv: list[str]) -> None:
+    """`prepare`: builds one dataset and prints its summary."""
+    p = argparse.ArgumentParser(prog="python -m dalle_jax.data prepare")
+    p.add_argument("--dataset", required=True, help="shapes, image_text_folder or a TFDS catalog name")
+    p.add_argument("--data_dir", required=True, help="where prepared datasets are written")
+    p.add_argument("--resolution", type=int, help="image side in pixels")
+    p.add_argument("--seed", type=int, help="shapes: scene seed")
+    p.add_argument("--variant", help="shapes: 'objects' or 'words'")
+    for split in ("train", "validation", "test", "heldout"):
+        p.add_argument(f"--num_{split}", type=int, help=f"shapes: examples in {split}")
+    p.add_argument("--source", help="image_text_folder: a folder, a CSV/JSONL manifest or .tar shards")
+    p.add_argument("--name", help="image_text_folder: name of the prepared dataset")
+    p.add_argument("--caption_mode", help="image_text_folder: 'each_line' or 'random'")
+    p.add_argument("--validation_fraction", type=float, help="image_text_folder: share held for validation")
+    p.add_argument("--image_field", help="image_text_folder manifests: image path column")
+    p.add_argument("--caption_field", help="image_text_folder manifests: caption column")
+    p.add_argument("--image_format", help="image_text_folder: 'png' or 'jpeg' storage")
+    args = vars(p.parse_args(argv))
+    from dalle_jax.data import registry
+
+    dataset, data_dir = args.pop("dataset"), args.pop("data_dir")
+    try:
+        summary = registry.prepare(dataset, data_dir, **args)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e).splitlines()[0])
+    print(json.dumps(summary))
+
+
+def inspect_main(argv: list[str]) -> None:
+    """`inspect`: a config's data, tokenizer and sharded batches, summarised."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file("config", None, "config file[:preset]", lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, "where the tokenizer and batch.png go")
+    num_batches = flags.DEFINE_integer("num_batches", 4, "batches to draw")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(_):
+        from dalle_jax.data.preview import preview
+
+        try:
+            summary = preview(config.value, workdir.value, num_batches.value)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(str(e).splitlines()[0])
+        print(json.dumps(summary))
+
+    app.run(main, argv=["dalle_jax.data inspect"] + argv)
+
+
+COMMANDS = {"prepare": prepare_main, "inspect": inspect_main}
+
+
+def main(argv: list[str]) -> None:
+    """Dispatches to a command."""
+    if not argv or argv[0] not in COMMANDS:
+        _fail(f"unknown command {argv[0]!r}; {USAGE}" if argv else USAGE)
+    COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
