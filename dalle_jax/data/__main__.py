@@ -14,12 +14,9 @@ import argparse
 import json
 import sys
 
+from dalle_jax.cli import fail, parse_flags
+
 USAGE = "usage: python -m dalle_jax.data {prepare,inspect} [flags]  (--help on each)"
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def prepare_main(argv: list[str]) -> None:
@@ -46,30 +43,28 @@ def prepare_main(argv: list[str]) -> None:
     try:
         summary = registry.prepare(dataset, data_dir, **args)
     except (ValueError, FileNotFoundError) as e:
-        _fail(str(e).splitlines()[0])
+        fail(str(e))
     print(json.dumps(summary))
 
 
 def inspect_main(argv: list[str]) -> None:
     """`inspect`: a config's data, tokenizer and sharded batches, summarised."""
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
-    config = config_flags.DEFINE_config_file("config", None, "config file[:preset]", lock_config=True)
+    config = config_flags.DEFINE_config_file("config", None, "config file[:preset]", lock_config=True,
+                                             sys_argv=["inspect", *argv])
     workdir = flags.DEFINE_string("workdir", None, "where the tokenizer and batch.png go")
     num_batches = flags.DEFINE_integer("num_batches", 4, "batches to draw")
     flags.mark_flags_as_required(["config", "workdir"])
+    parse_flags("python -m dalle_jax.data inspect", argv)
+    from dalle_jax.data.preview import preview
 
-    def main(_):
-        from dalle_jax.data.preview import preview
-
-        try:
-            summary = preview(config.value, workdir.value, num_batches.value)
-        except (ValueError, FileNotFoundError) as e:
-            _fail(str(e).splitlines()[0])
-        print(json.dumps(summary))
-
-    app.run(main, argv=["dalle_jax.data inspect"] + argv)
+    try:
+        summary = preview(config.value, workdir.value, num_batches.value)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    print(json.dumps(summary))
 
 
 COMMANDS = {"prepare": prepare_main, "inspect": inspect_main}
@@ -78,7 +73,7 @@ COMMANDS = {"prepare": prepare_main, "inspect": inspect_main}
 def main(argv: list[str]) -> None:
     """Dispatches to a command."""
     if not argv or argv[0] not in COMMANDS:
-        _fail(f"unknown command {argv[0]!r}; {USAGE}" if argv else USAGE)
+        fail(f"unknown command {argv[0]!r}; {USAGE}" if argv else USAGE)
     COMMANDS[argv[0]](argv[1:])
 
 

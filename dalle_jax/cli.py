@@ -1,0 +1,31 @@
+"""Command-line helpers shared by the entry points: one-line errors and config flag parsing."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+from absl import flags
+
+
+def fail(message: str, status: int = 2) -> None:
+    """Prints `error: message` (first line only) to stderr and exits with `status`."""
+    print(f"error: {str(message).splitlines()[0] if message else message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def parse_flags(prog: str, argv: list[str]) -> None:
+    """Parses absl flags (incl. `--config=…:preset --config.a.b=…`); bad ones end in `fail`."""
+    try:
+        flags.FLAGS([prog, *argv])
+    except (AttributeError, KeyError) as e:  # ml_collections: unknown config field
+        names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(e.args[0]).split("Did you mean")[0])
+        hint = re.search(r'Did you mean "([^"]+)"', str(e.args[0]))
+        fail(f"unknown config field {names[0] if names else e!r}"
+             + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
+    except (flags.Error, ValueError) as e:  # wrong type, unknown preset, missing required flag
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # A config file that raised shows its traceback; its last line is the reason.
+        fail(lines[-1] if "Traceback" in str(e) else " ".join(lines))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

@@ -1,0 +1,54 @@
+"""Configs: presets load by path, fields override from the command line, bad fields are named."""
+
+import glob
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+CONFIG_FILES = sorted(glob.glob("configs/*.py"))
+
+
+def _parse(*args):
+    fv = flags.FlagValues()
+    argv = ["prog", *args]
+    config_flags.DEFINE_config_file("config", None, "config", flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
+    fv(argv)
+    return fv.config
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES)
+def test_every_preset_loads(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for preset in module.PRESETS:
+        config = _parse(f"--config={path}:{preset}")
+        assert config.preset == preset
+        assert config.text.text_len > 0 and config.data.global_batch_size > 0
+
+
+def test_overrides_apply_with_types():
+    config = _parse("--config=configs/data.py:tiny", "--config.data.resolution=48",
+                    "--config.mesh.fsdp=2", "--config.data.shapes.variant=words")
+    assert config.data.resolution == 48 and config.mesh.fsdp == 2
+    assert config.data.shapes.variant == "words"
+    assert _parse("--config=configs/data.py:paper").text.vocab_size == 16384
+
+
+def test_unknown_field_is_named():
+    with pytest.raises(AttributeError, match="Did you mean \"resolution\""):
+        _parse("--config=configs/data.py:tiny", "--config.data.resolutoin=48")
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(flags.IllegalFlagValueError, match="resolution"):
+        _parse("--config=configs/data.py:tiny", "--config.data.resolution=big")
+
+
+def test_unknown_preset_is_named():
+    with pytest.raises(Exception, match="unknown preset 'huge'"):
+        _parse("--config=configs/data.py:huge")
