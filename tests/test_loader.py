@@ -1,5 +1,7 @@
 """Loader: determinism, exact resume from a saved state, sharding on 8 fake devices, field mapping."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -7,21 +9,9 @@ import pytest
 from dalle_jax.data.loader import Loader, caption_lines
 from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.parallel.mesh import make_mesh
+from tests.helpers.records import records as _records
 
 RES = 8
-WORDS = ["red", "blue", "green", "circle", "square", "star", "above", "below"]
-
-
-def _records(n=40, res=RES):
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        words = " ".join(rng.choice(WORDS, size=3))
-        out.append({
-            "image": rng.integers(0, 256, size=(res, res, 3), dtype=np.uint8),
-            "caption": f"item {i} {words}\nsecond line {i}",
-        })
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +126,35 @@ def test_other_image_sizes_are_resized_and_nested_fields(tokenizer):
 def test_caption_lines():
     assert caption_lines(b"x\n\n y \n") == ["x", "y"]
     assert caption_lines(np.array([b"a", b"b\nc"])) == ["a", "b", "c"]
+
+
+def test_two_hosts_on_loopback_build_one_global_batch(tokenizer, tmp_path):
+    """Two processes (2 CPU devices each) stand in for two hosts: each loads its half."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "tok.json")
+    tokenizer.save(path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    script = os.path.join(os.path.dirname(__file__), "helpers", "two_host_loader.py")
+    procs = [subprocess.Popen([sys.executable, script, str(i), port, path], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    results = sorted((json.loads(out.strip().splitlines()[-1]) for out, _ in outs),
+                     key=lambda r: r["process"])
+    assert [r["count"] for r in results] == [2, 2] and results[0]["devices"] == 4
+    assert results[0]["shape"] == [8, 12] and results[0]["checksum"] == results[1]["checksum"]
+    # The global batch is host 0's local batch then host 1's, each from its own half of the records.
+    local = [next(_loader(tokenizer, seed=5, global_batch_size=8, process_index=i, process_count=2))
+             for i in range(2)]
+    for r, batch in zip(results, local):
+        assert r["local_captions"] == list(batch["caption"])
+    text = np.concatenate([b["text"] for b in local]).astype(np.float32)
+    assert results[0]["checksum"] == float(np.sum(text * np.arange(1, 9)[:, None]))
+    assert sorted(results[0]["local_rows"] + results[1]["local_rows"]) == [0, 2, 4, 6]
