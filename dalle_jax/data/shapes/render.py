@@ -1,0 +1,97 @@
+"""Drawing scenes with PIL, without antialiasing: every object pixel has exactly its colour."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dalle_jax.data.shapes.vocabulary import BACKGROUNDS, COLOURS, POSITIONS
+
+# Object radius as a share of a grid cell's side, and the jitter of its centre inside the cell;
+# radius + jitter stays under half a cell, so objects in different cells never touch.
+RADIUS = {"small": 0.25, "large": 0.40}
+JITTER = {"small": 0.15, "large": 0.05}
+
+
+def _regular(cx, cy, r, n, phase=-math.pi / 2, inner=None):
+    """Vertices of a regular n-gon (or an n-pointed star when `inner` is given)."""
+    pts = []
+    steps = 2 * n if inner else n
+    for k in range(steps):
+        rad = (inner if inner and k % 2 else 1.0) * r
+        a = phase + 2 * math.pi * k / steps
+        pts.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
+    return pts
+
+
+def _heart(cx, cy, r):
+    """A heart curve scaled to radius r."""
+    pts = []
+    for k in range(48):
+        t = 2 * math.pi * k / 48
+        x = 16 * math.sin(t) ** 3
+        y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+        pts.append((cx + r * x / 17, cy - r * (y + 2) / 17))
+    return pts
+
+
+def _cross(cx, cy, r):
+    """A plus sign with arms a third of its width."""
+    w = r / 3
+    return [(cx - w, cy - r), (cx + w, cy - r), (cx + w, cy - w), (cx + r, cy - w),
+            (cx + r, cy + w), (cx + w, cy + w), (cx + w, cy + r), (cx - w, cy + r),
+            (cx - w, cy + w), (cx - r, cy + w), (cx - r, cy - w), (cx - w, cy - w)]
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
+    """Draws one filled shape of radius r centred at (cx, cy)."""
+    if shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif shape == "square":
+        s = r * 0.85
+        draw.rectangle([cx - s, cy - s, cx + s, cy + s], fill=fill)
+    elif shape == "triangle":
+        draw.polygon(_regular(cx, cy + r * 0.15, r, 3), fill=fill)
+    elif shape == "star":
+        draw.polygon(_regular(cx, cy, r, 5, inner=0.45), fill=fill)
+    elif shape == "heart":
+        draw.polygon(_heart(cx, cy, r), fill=fill)
+    elif shape == "cross":
+        draw.polygon(_cross(cx, cy, r), fill=fill)
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - r), (cx + r * 0.7, cy), (cx, cy + r), (cx - r * 0.7, cy)], fill=fill)
+    elif shape == "hexagon":
+        draw.polygon(_regular(cx, cy, r, 6, phase=0.0), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+def render_objects(scene: dict, resolution: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (R, R, 3) image of `scene['objects']` on its background."""
+    img = Image.new("RGB", (resolution, resolution), BACKGROUNDS[scene["background"]])
+    draw = ImageDraw.Draw(img)
+    cell = resolution / 3
+    for obj in scene["objects"]:
+        row, col = divmod(POSITIONS.index(obj["position"]), 3)
+        jx, jy = rng.uniform(-1, 1, size=2) * JITTER[obj["size"]] * cell
+        cx, cy = (col + 0.5) * cell + jx, (row + 0.5) * cell + jy
+        draw_shape(draw, obj["shape"], cx, cy, RADIUS[obj["size"]] * cell, COLOURS[obj["colour"]])
+    return np.asarray(img)
+
+
+def render_word(scene: dict, resolution: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (R, R, 3) image of `scene['word']` in solid (not antialiased) coloured letters."""
+    img = Image.new("RGB", (resolution, resolution), BACKGROUNDS[scene["background"]])
+    draw = ImageDraw.Draw(img)
+    draw.fontmode = "1"  # no antialiasing: letter pixels are exactly the colour
+    size = max(8, int(resolution * 0.9 / max(3, len(scene["word"])) * 1.6))
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = draw.textbbox((0, 0), scene["word"], font=font)
+    w, h = right - left, bottom - top
+    slack_x, slack_y = max(0, resolution - w), max(0, resolution - h)
+    x = int(rng.integers(0, slack_x // 2 + 1)) + slack_x // 4 - left
+    y = int(rng.integers(0, slack_y // 2 + 1)) + slack_y // 4 - top
+    draw.text((x, y), scene["word"], fill=COLOURS[scene["colour"]], font=font)
+    return np.asarray(img)
