@@ -142,7 +142,9 @@ def prepare(
     """Prepares `shapes` under `data_dir` (or reuses it) and returns its summary."""
     config = make_config(variant, resolution, num_train, num_validation, num_test, num_heldout,
                          seed, heldout_pairs)
-    builder = Shapes(config=config, data_dir=data_dir)
+    # TFDS wants a config equal to a registered one (the defaults) by name.
+    registered = {c.name for c in Shapes.BUILDER_CONFIGS}
+    builder = Shapes(config=config.name if config.name in registered else config, data_dir=data_dir)
     builder.download_and_prepare(file_format="array_record")
     return {
         "dataset": "shapes",

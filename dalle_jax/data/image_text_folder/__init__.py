@@ -1,0 +1,1 @@
+"""`image_text_folder`: imports a user's images and captions (folders, manifests, tar shards)."""
