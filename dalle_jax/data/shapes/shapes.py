@@ -127,21 +127,13 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
             yield f"{SPLITS[split_id]}-{index:07d}", {"image": image, "caption": caption, **scene}
 
 
-def prepare(
-    data_dir: str,
-    *,
-    variant: str = "objects",
-    resolution: int = 64,
-    num_train: int = 20000,
-    num_validation: int = 1000,
-    num_test: int = 1000,
-    num_heldout: int = 1000,
-    seed: int = 0,
-    heldout_pairs: Sequence[tuple[str, str]] | None = None,
-) -> dict:
-    """Prepares `shapes` under `data_dir` (or reuses it) and returns its summary."""
-    config = make_config(variant, resolution, num_train, num_validation, num_test, num_heldout,
-                         seed, heldout_pairs)
+def prepare(data_dir: str, **options) -> dict:
+    """Prepares `shapes` under `data_dir` (or reuses it) and returns its summary.
+
+    `options` are those of `make_config` (variant, resolution, num_train, num_validation,
+    num_test, num_heldout, seed, heldout_pairs); an unknown one is a TypeError naming it.
+    """
+    config = make_config(**options)
     # TFDS wants a config equal to a registered one (the defaults) by name.
     registered = {c.name for c in Shapes.BUILDER_CONFIGS}
     builder = Shapes(config=config.name if config.name in registered else config, data_dir=data_dir)
