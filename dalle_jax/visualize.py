@@ -34,7 +34,7 @@ def save_grid(
         ax.set_title("\n".join(textwrap.wrap(str(caption), 28)[:3]), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.9 * rows)) if title else None)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -158,3 +158,29 @@ def test_two_hosts_on_loopback_build_one_global_batch(tokenizer, tmp_path):
     text = np.concatenate([b["text"] for b in local]).astype(np.float32)
     assert results[0]["checksum"] == float(np.sum(text * np.arange(1, 9)[:, None]))
     assert sorted(results[0]["local_rows"] + results[1]["local_rows"]) == [0, 2, 4, 6]
+
+
+def test_prepared_shapes_through_worker_processes_resume_exactly(tmp_path):
+    """The real path: a prepared TFDS split, read by 2 grain worker processes, restored mid-way."""
+    from dalle_jax.data import sources
+    from dalle_jax.data.shapes import shapes
+
+    summary = shapes.prepare(str(tmp_path), resolution=32, num_train=48, num_validation=4,
+                             num_test=4, num_heldout=4)
+    source = sources.open_split("shapes", str(tmp_path), "train")
+    tok = TextTokenizer.train([source[i]["caption"].decode() for i in range(len(source))], 300, 12)
+
+    def make(workers):
+        return Loader(source, tokenizer=tok, resolution=32, global_batch_size=8, seed=1,
+                      worker_count=workers)
+
+    reference = _take(make(0), 8)
+    first = make(2)
+    _same(_take(first, 3), reference[:3])
+    state = first.get_state()
+    first.close()
+    resumed = make(2)
+    resumed.set_state(state)
+    _same(_take(resumed, 5), reference[3:])
+    resumed.close()
+    assert summary["splits"]["train"] == 48
