@@ -52,3 +52,12 @@ def test_unknown_names_and_options():
         registry.prepare("shapes", "/tmp/x", source="/tmp")
     with pytest.raises(ValueError, match="takes no options"):
         registry.prepare("coco_captions", "/tmp/x", resolution=32)
+
+
+def test_workdir_tokenizer_larger_than_config_is_refused(tmp_path):
+    config = _config(tmp_path)
+    with tfds.testing.mock_data(num_examples=8):
+        pipeline.ensure_tokenizer(config, str(tmp_path / "w"))
+        config.text.vocab_size = 100  # any trained tokenizer has the 257 byte+pad entries
+        with pytest.raises(ValueError, match="vocab_size=100"):
+            pipeline.ensure_tokenizer(config, str(tmp_path / "w"))

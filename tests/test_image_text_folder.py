@@ -190,3 +190,12 @@ def test_split_of_only_unreadable_images_is_dropped_not_its_skips(tmp_path):
     assert summary["splits"] == {"train": 3}
     assert summary["skipped"] == {**NO_SKIPS, "corrupt_image": 2}
     assert sorted(os.path.basename(r["path"]) for r in _skipped(summary)) == sorted(val)
+
+
+def test_stray_csv_in_a_folder_does_not_stop_the_import(tmp_path):
+    src = tmp_path / "src"
+    expected, reasons = fx.make_folder(str(src))
+    (src / "notes.csv").write_text("a,b\n1,2\n")
+    summary = itf.prepare(str(tmp_path / "d"), str(src), resolution=RES)
+    assert sum(summary["splits"].values()) == sum(expected.values())
+    assert summary["skipped"] == {**NO_SKIPS, **reasons}

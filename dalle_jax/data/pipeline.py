@@ -61,7 +61,13 @@ def ensure_tokenizer(config: ml_collections.ConfigDict, workdir: str, prepared: 
     """The workdir's tokenizer; trained on the train captions and saved there the first time."""
     path = os.path.join(workdir, TOKENIZER_FILE)
     if os.path.exists(path):
-        return TextTokenizer.load(path, config.text.text_len)
+        tok = TextTokenizer.load(path, config.text.text_len)
+        if tok.vocab_size > config.text.vocab_size:
+            raise ValueError(
+                f"{path} has {tok.vocab_size} entries, more than text.vocab_size="
+                f"{config.text.vocab_size}; use another workdir or a larger vocab_size"
+            )
+        return tok
     logging.info("training a %d-entry BPE on the train captions", config.text.vocab_size)
     tok = TextTokenizer.train(
         _train_captions(config.data, prepared, config.text.max_train_captions),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import os
 import tarfile
 from typing import Callable, Iterator
@@ -96,7 +97,12 @@ def _folder(root: str, image_field: str, caption_field: str) -> Iterator[Item | 
             elif ext == ".tar":
                 yield from _tar(path, prefix=os.path.relpath(path, root))
             elif ext in MANIFEST_EXTENSIONS:
-                yield from _manifest(path, os.path.relpath(path, root), image_field, caption_field)
+                try:  # a stray CSV/JSONL inside a folder must not stop the import
+                    rows = list(_manifest(path, os.path.relpath(path, root), image_field, caption_field))
+                except SourceError as e:
+                    logging.warning("ignoring %s: not a manifest (%s)", path, e)
+                    continue
+                yield from rows
 
 
 def _tar(path: str, prefix: str | None = None) -> Iterator[Item | Skip]:
