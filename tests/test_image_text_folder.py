@@ -9,12 +9,14 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from dalle_jax.data.image_text_folder import image_text_folder as itf
-from dalle_jax.data.image_text_folder.discover import SourceError, decode_caption
+from dalle_jax.data.captions import decode_caption
+from dalle_jax.data.image_text_folder.discover import SourceError
 from dalle_jax.data.imaging import to_rgb
+from dalle_jax.data.summary import SKIP_REASONS
 from tests import fixtures_images as fx
 
 RES = 16
-NO_SKIPS = dict.fromkeys(itf.REASONS, 0)
+NO_SKIPS = dict.fromkeys(SKIP_REASONS, 0)
 
 
 def _all(summary):

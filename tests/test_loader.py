@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from dalle_jax.data.loader import Loader, caption_lines
+from dalle_jax.data.captions import caption_lines
+from dalle_jax.data.loader import Loader
 from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.parallel.mesh import make_mesh
 from tests.helpers.records import records as _records

@@ -51,7 +51,8 @@ def splits(prepared):
 def test_summary_and_counts(prepared, splits):
     assert prepared["splits"] == {"train": 240, "validation": 40, "test": 40, "heldout": 60}
     assert {s: len(v) for s, v in splits.items()} == prepared["splits"]
-    assert prepared["skipped"] == {"corrupt_image": 0, "missing_caption": 0, "empty_caption": 0}
+    assert prepared["skipped"] == {"corrupt_image": 0, "missing_caption": 0, "empty_caption": 0,
+                                   "missing_image": 0}
     image = splits["train"][0]["image"]
     assert image.shape == (48, 48, 3) and image.dtype == np.uint8
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 
-NO_SKIPS = {"corrupt_image": 0, "missing_caption": 0, "empty_caption": 0}
-
+from dalle_jax.data.summary import prepared_summary
 
 def is_catalog_name(name: str) -> bool:
     """True if `name` (optionally `name/config`) is a builder in the installed TFDS catalog."""
@@ -21,10 +20,7 @@ def prepare(name: str, data_dir: str) -> dict:
     """Downloads and prepares a catalog dataset as array_record; returns the split summary."""
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(file_format="array_record")
-    return {
-        "dataset": name,
-        "config": builder.builder_config.name if builder.builder_config else "",
-        "path": builder.data_dir,
-        "splits": {s: info.num_examples for s, info in builder.info.splits.items()},
-        "skipped": dict(NO_SKIPS),
-    }
+    return prepared_summary(
+        name, builder.builder_config.name if builder.builder_config else "", builder.data_dir,
+        {s: info.num_examples for s, info in builder.info.splits.items()},
+    )

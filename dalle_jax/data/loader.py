@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 from PIL import Image
 
+from dalle_jax.data.captions import caption_lines
 from dalle_jax.data.imaging import resize_center_crop
 from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.parallel.mesh import batch_sharding, num_batch_shards
@@ -37,15 +38,6 @@ def _lookup(example: dict, key: str) -> Any:
             raise KeyError(f"field {key!r} not in example (has {have})")
         value = value[part]
     return value
-
-
-def caption_lines(value: Any) -> list[str]:
-    """All non-empty caption lines in a text field (str, bytes, or a sequence of them)."""
-    if isinstance(value, (bytes, np.bytes_)):
-        value = bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        return [line.strip() for line in value.split("\n") if line.strip()]
-    return [line for item in np.asarray(value).reshape(-1).tolist() for line in caption_lines(item)]
 
 
 @dataclasses.dataclass

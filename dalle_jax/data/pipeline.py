@@ -15,7 +15,8 @@ import tensorflow_datasets as tfds
 from jax.sharding import Mesh
 
 from dalle_jax.data import registry, sources
-from dalle_jax.data.loader import Loader, caption_lines
+from dalle_jax.data.captions import caption_lines
+from dalle_jax.data.loader import Loader
 from dalle_jax.data.tokenizer import TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"

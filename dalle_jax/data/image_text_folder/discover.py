@@ -17,6 +17,8 @@ import os
 import tarfile
 from typing import Callable, Iterator
 
+from dalle_jax.data.captions import caption_lines, decode_caption
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
 
@@ -42,21 +44,6 @@ class Skip:
     path: str
     reason: str  # corrupt_image | missing_caption | empty_caption | missing_image
     detail: str = ""
-
-
-def decode_caption(data: bytes) -> str:
-    """Caption bytes to text: UTF-8 (BOM stripped), UTF-16 with a BOM, else cp1252 leniently."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16", errors="replace")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace")
-
-
-def caption_lines(text: str) -> list[str]:
-    """Non-empty, stripped lines."""
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _read_file(path: str) -> Callable[[], bytes]:

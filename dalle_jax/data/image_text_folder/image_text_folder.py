@@ -25,10 +25,10 @@ from PIL import Image
 
 from dalle_jax.data.image_text_folder.discover import Item, Skip, SourceError, discover
 from dalle_jax.data.imaging import resize_center_crop
+from dalle_jax.data.summary import SKIP_REASONS, prepared_summary
 
 CAPTION_MODES = ("each_line", "random")
 IMAGE_FORMATS = ("png", "jpeg")
-REASONS = ("corrupt_image", "missing_caption", "empty_caption", "missing_image")
 SKIPPED_FILE = "skipped.jsonl"
 
 
@@ -148,7 +148,7 @@ def _build(data_dir: str, config_name: str, options: dict, splits: list[str]) ->
                 shutil.rmtree(leftover, ignore_errors=True)
             splits.remove(empty[0])
             if not splits:
-                counts = {r: sum(v["reason"] == r for v in skipped.values()) for r in REASONS}
+                counts = {r: sum(v["reason"] == r for v in skipped.values()) for r in SKIP_REASONS}
                 raise SourceError(
                     f"source {options['source']!r} has no readable image: skipped {counts}"
                 ) from None
@@ -188,10 +188,9 @@ def prepare(
     if not builder.is_prepared():
         builder = _build(data_dir, config_name, options,
                          list(_plan_splits(source, validation_fraction, image_field, caption_field)))
-    counts = dict.fromkeys(REASONS, 0)
+    counts = dict.fromkeys(SKIP_REASONS, 0)
     with open(os.path.join(builder.data_dir, SKIPPED_FILE), encoding="utf-8") as f:
         for line in f:
             counts[json.loads(line)["reason"]] += 1
-    splits = {s: info.num_examples for s, info in builder.info.splits.items()}
-    return {"dataset": "image_text_folder", "config": config_name, "path": str(builder.data_dir),
-            "splits": splits, "skipped": counts}
+    return prepared_summary("image_text_folder", config_name, builder.data_dir,
+                            {s: info.num_examples for s, info in builder.info.splits.items()}, counts)

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dalle_jax.data.shapes import render, scenes
+from dalle_jax.data.summary import prepared_summary
 from dalle_jax.data.shapes.vocabulary import (
     BACKGROUNDS, COLOURS, DEFAULT_HELDOUT_PAIRS, POSITIONS, RELATIONS, SHAPES, SIZES,
 )
@@ -26,7 +27,6 @@ from dalle_jax.data.shapes.vocabulary import (
 VARIANTS = ("objects", "words")
 SPLITS = ("train", "validation", "test", "heldout")
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 256
-NO_SKIPS = {"corrupt_image": 0, "missing_caption": 0, "empty_caption": 0}
 
 
 @dataclasses.dataclass(eq=False)
@@ -138,10 +138,5 @@ def prepare(data_dir: str, **options) -> dict:
     registered = {c.name for c in Shapes.BUILDER_CONFIGS}
     builder = Shapes(config=config.name if config.name in registered else config, data_dir=data_dir)
     builder.download_and_prepare(file_format="array_record")
-    return {
-        "dataset": "shapes",
-        "config": config.name,
-        "path": str(builder.data_dir),
-        "splits": {s: builder.info.splits[s].num_examples for s in SPLITS},
-        "skipped": dict(NO_SKIPS),
-    }
+    return prepared_summary("shapes", config.name, builder.data_dir,
+                            {s: builder.info.splits[s].num_examples for s in SPLITS})
