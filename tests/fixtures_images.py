@@ -49,6 +49,8 @@ def good_images() -> dict[str, bytes]:
         "photo.webp": _bytes(rgb, "WEBP"),
         "scan.tiff": _bytes(rgb, "TIFF"),
         "float.tif": _bytes(Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)), "TIFF"),
+        "int32.tif": _bytes(Image.fromarray(np.arange(64, dtype=np.int32).reshape(8, 8) * 1000), "TIFF"),
+        "ycbcr.tif": _bytes(rgb.convert("YCbCr"), "TIFF"),
         "tiny.png": _bytes(Image.new("RGB", (3, 5), (10, 200, 30)), "PNG"),
         "thirds.png": _bytes(Image.fromarray(thirds), "PNG"),
     }

@@ -10,7 +10,7 @@ from PIL import Image
 
 from dalle_jax.data.image_text_folder import image_text_folder as itf
 from dalle_jax.data.captions import decode_caption
-from dalle_jax.data.image_text_folder.discover import SourceError
+from dalle_jax.data.image_text_folder.sources import SourceError
 from dalle_jax.data.imaging import to_rgb
 from dalle_jax.data.summary import SKIP_REASONS
 from tests import fixtures_images as fx
@@ -45,6 +45,7 @@ def folder(tmp_path_factory):
 def test_folder_counts_and_every_good_file_kept(folder):
     root, expected, reasons, summary = folder
     assert summary["skipped"] == {**NO_SKIPS, **reasons}
+    assert summary["dataset"] == "image_text_folder" and summary["config"].startswith("mine-16px-")
     assert set(summary["splits"]) == {"train", "validation"}
     examples = _all(summary)
     assert sum(summary["splits"].values()) == len(examples) == sum(expected.values())
@@ -59,6 +60,7 @@ def test_folder_counts_and_every_good_file_kept(folder):
                       ("truncated.jpg", "corrupt_image"), ("garbage.png", "corrupt_image"),
                       ("nocaption.png", "missing_caption"), ("emptycap.png", "empty_caption"),
                       ("spacecap.png", "empty_caption")}
+    assert all(r["detail"] for r in _skipped(summary))
 
 
 def test_captions_decoded_leniently_and_split_per_line(folder):
@@ -77,6 +79,8 @@ def test_crop_and_upscale_numerically(folder):
     images = {os.path.basename(ex["source"].decode()): ex["image"] for ex in _all(summary)}
     thirds = images["thirds.png"].astype(int)  # 10x30: red | green | blue; the crop keeps green
     assert (np.abs(thirds[:, 4:12] - [0, 255, 0]) < 40).all()
+    assert thirds[..., 0].max() < 128 and thirds[..., 2].max() < 128  # red and blue thirds cut off
+    assert (thirds[..., 1] > 128).all()
     tiny = images["tiny.png"]  # 3x5 upscaled
     assert (np.abs(tiny.astype(int) - [10, 200, 30]) <= 2).all()
     assert (images["i16.png"] == 255).all()  # 16-bit white stays white
@@ -102,6 +106,9 @@ def test_reuse_returns_same_summary(tmp_path):
     assert itf.prepare(str(tmp_path / "d"), str(src), resolution=RES) == first
     assert os.path.getmtime(os.path.join(first["path"], record)) == mtime
     assert itf.prepare(str(tmp_path / "d"), str(src), resolution=RES * 2)["config"] != first["config"]
+    other = itf.prepare(str(tmp_path / "d"), str(src), name="my-data v2", resolution=RES,
+                        caption_mode="random")
+    assert other["config"].startswith("my-data_v2-16px-") and other["config"] != first["config"]
 
 
 def test_tar_shard(tmp_path):
@@ -155,7 +162,8 @@ def test_errors_name_the_value(tmp_path):
         itf.prepare(str(tmp_path / "d"), str(tmp_path / "nocaps"))
     for kwargs, message in ((dict(caption_mode="all"), "caption_mode='all'"),
                             (dict(resolution=0), "resolution=0"),
-                            (dict(validation_fraction=1.5), "validation_fraction=1.5")):
+                            (dict(validation_fraction=1.5), "validation_fraction=1.5"),
+                            (dict(image_format="gif"), "image_format='gif'")):
         with pytest.raises(ValueError, match=message):
             itf.prepare(str(tmp_path / "d"), str(tmp_path / "nocaps"), **kwargs)
 
@@ -201,3 +209,36 @@ def test_stray_csv_in_a_folder_does_not_stop_the_import(tmp_path):
     summary = itf.prepare(str(tmp_path / "d"), str(src), resolution=RES)
     assert sum(summary["splits"].values()) == sum(expected.values())
     assert summary["skipped"] == {**NO_SKIPS, **reasons}
+
+
+def test_folder_with_its_own_manifest_and_a_multiline_csv_caption(tmp_path):
+    """Images captioned by a manifest in the folder are not `missing_caption`; quoted newlines survive."""
+    src = tmp_path / "src"
+    (src / "img").mkdir(parents=True)
+    png = fx._bytes(Image.fromarray(fx.RGB), "PNG")
+    for n in ("a", "b", "c"):
+        (src / "img" / f"{n}.png").write_bytes(png)
+    (src / "img" / "c.txt").write_text("c from its own file")
+    (src / "captions.csv").write_text('image,caption\nimg/a.png,"line one\nline two"\nimg/b.png,bee\n')
+    summary = itf.prepare(str(tmp_path / "d"), str(src), resolution=RES, validation_fraction=0.0,
+                          image_format="jpeg")
+    assert summary["skipped"] == NO_SKIPS
+    captions = sorted(ex["caption"].decode() for ex in _all(summary))
+    assert captions == ["bee", "c from its own file", "line one", "line two"]
+    assert _all(summary)[0]["image"].shape == (RES, RES, 3)
+
+
+def test_each_skip_logs_a_warning(tmp_path, caplog):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.png").write_bytes(fx._bytes(Image.fromarray(fx.RGB), "PNG"))
+    (src / "good.txt").write_text("fine")
+    (src / "bad.png").write_bytes(b"")
+    (src / "bad.txt").write_text("broken")
+    (src / "lone.png").write_bytes(b"x")
+    with caplog.at_level("WARNING"):
+        summary = itf.prepare(str(tmp_path / "d"), str(src), resolution=RES, validation_fraction=0.0)
+    assert summary["splits"] == {"train": 1}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "skipping" in r.getMessage()]
+    assert len(warned) == 2 and any("corrupt_image" in w for w in warned)
+    assert any("missing_caption" in w for w in warned)

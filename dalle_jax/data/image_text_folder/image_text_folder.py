@@ -23,13 +23,15 @@ import shutil
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from dalle_jax.data.image_text_folder.discover import Item, Skip, SourceError, discover
+from dalle_jax.data.image_text_folder.sources import Item, Skip, SourceError, discover
 from dalle_jax.data.imaging import resize_center_crop
 from dalle_jax.data.summary import SKIP_REASONS, prepared_summary
 
 CAPTION_MODES = ("each_line", "random")
 IMAGE_FORMATS = ("png", "jpeg")
 SKIPPED_FILE = "skipped.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(eq=False)
@@ -69,7 +71,7 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.skipped: dict[str, dict] = {}  # path -> {"path", "reason", "detail"}
+        self.skipped: dict[tuple, dict] = {}  # (key, path, reason) -> {"path", "reason", "detail"}
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
@@ -89,9 +91,10 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in self.builder_config.splits}
 
     def _skip(self, skip: Skip) -> None:
-        if skip.path not in self.skipped:
-            logging.warning("skipping %s (%s): %s", skip.path, skip.reason, skip.detail)
-            self.skipped[skip.path] = {"path": skip.path, "reason": skip.reason, "detail": skip.detail}
+        ident = (skip.key, skip.path, skip.reason)  # each split's pass sees the same skips again
+        if ident not in self.skipped:
+            log.warning("skipping %s (%s): %s", skip.path, skip.reason, skip.detail)
+            self.skipped[ident] = {"path": skip.path, "reason": skip.reason, "detail": skip.detail}
 
     def _generate_examples(self, split: str):
         cfg = self.builder_config
@@ -104,7 +107,8 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
             try:
                 image = decode_image(candidate.read(), cfg.resolution)
             except Exception as e:  # noqa: BLE001 - any undecodable file is skipped, never fatal
-                self._skip(Skip(candidate.path, "corrupt_image", f"{type(e).__name__}: {e}"))
+                self._skip(Skip(candidate.path, "corrupt_image", f"{type(e).__name__}: {e}",
+                                candidate.key))
                 continue
             captions = candidate.lines if cfg.caption_mode == "each_line" else ["\n".join(candidate.lines)]
             for i, caption in enumerate(captions):
@@ -112,7 +116,8 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
 
 
 def _config_name(name: str, options: dict) -> str:
-    clean = re.sub(r"[^A-Za-z0-9_.]+", "_", name).strip("_.") or "data"
+    """`<name>-<R>px-<digest of every option>`: other options never reuse stale data."""
+    clean = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("_.-") or "data"
     digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:6]
     return f"{clean}-{options['resolution']}px-{digest}"
 
@@ -132,7 +137,7 @@ def _plan_splits(source, validation_fraction, image_field, caption_field) -> tup
 
 def _build(data_dir: str, config_name: str, options: dict, splits: list[str]) -> ImageTextFolder:
     """Writes the dataset; a split whose every image turned out unreadable is left out."""
-    skipped: dict[str, dict] = {}  # kept across attempts: a dropped split's skips still count
+    skipped: dict[tuple, dict] = {}  # kept across attempts: a dropped split's skips still count
     while True:
         builder = ImageTextFolder(config=FolderConfig(name=config_name, splits=tuple(splits), **options),
                                   data_dir=data_dir)
@@ -175,7 +180,7 @@ def prepare(
         raise ValueError(f"caption_mode={caption_mode!r}; choose one of {list(CAPTION_MODES)}")
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format={image_format!r}; choose one of {list(IMAGE_FORMATS)}")
-    if not 8 <= resolution <= 1024:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 8 <= resolution <= 1024:
         raise ValueError(f"resolution={resolution} is outside [8, 1024]")
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction={validation_fraction} is outside [0, 1)")
@@ -188,9 +193,20 @@ def prepare(
     if not builder.is_prepared():
         builder = _build(data_dir, config_name, options,
                          list(_plan_splits(source, validation_fraction, image_field, caption_field)))
-    counts = dict.fromkeys(SKIP_REASONS, 0)
-    with open(os.path.join(builder.data_dir, SKIPPED_FILE), encoding="utf-8") as f:
-        for line in f:
-            counts[json.loads(line)["reason"]] += 1
     return prepared_summary("image_text_folder", config_name, builder.data_dir,
-                            {s: info.num_examples for s, info in builder.info.splits.items()}, counts)
+                            {s: info.num_examples for s, info in builder.info.splits.items()},
+                            read_skip_counts(builder.data_dir))
+
+
+def read_skip_counts(path: str) -> dict[str, int]:
+    """Skip counts by reason, read back from `skipped.jsonl` in a prepared dataset's folder."""
+    counts = dict.fromkeys(SKIP_REASONS, 0)
+    try:
+        with open(os.path.join(path, SKIPPED_FILE), encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    reason = json.loads(line)["reason"]
+                    counts[reason] = counts.get(reason, 0) + 1
+    except FileNotFoundError:
+        log.warning("%s has no %s: skip counts unknown, reported as 0", path, SKIPPED_FILE)
+    return counts

@@ -5,12 +5,15 @@ Three kinds of source, mixed freely under one folder:
 - a CSV or JSONL manifest of (image path, caption), paths relative to the manifest's folder;
 - webdataset `.tar` shards as img2dataset writes them (`key.jpg` + `key.txt`, adjacent members).
 Each candidate is either an `Item` (image bytes to decode, caption lines) or a `Skip` with a reason.
+An image in a folder that has no caption file but is named by a manifest in the same source is
+the manifest's business, not a `missing_caption`.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -19,8 +22,11 @@ from typing import Callable, Iterator
 
 from dalle_jax.data.captions import caption_lines, decode_caption
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
+TAR_EXTENSIONS = (".tar",)
 
 
 class SourceError(ValueError):
@@ -39,11 +45,12 @@ class Item:
 
 @dataclasses.dataclass
 class Skip:
-    """A candidate that cannot become an example, and why."""
+    """A candidate that cannot become an example, and why (`key` tells same-path skips apart)."""
 
     path: str
     reason: str  # corrupt_image | missing_caption | empty_caption | missing_image
     detail: str = ""
+    key: str = ""
 
 
 def _read_file(path: str) -> Callable[[], bytes]:
@@ -55,41 +62,57 @@ def _read_file(path: str) -> Callable[[], bytes]:
 
 def _item_or_skip(key: str, path: str, read, caption: bytes | str | None, caption_path: str):
     if caption is None:
-        return Skip(path, "missing_caption", f"no {caption_path}")
+        return Skip(path, "missing_caption", f"no {caption_path}", key)
     text = caption if isinstance(caption, str) else decode_caption(caption)
     lines = caption_lines(text)
     if not lines:
-        return Skip(path, "empty_caption", f"{caption_path} has no text")
+        return Skip(path, "empty_caption", f"{caption_path} has no text", key)
     return Item(key, path, read, lines)
+
+
+def _is(name: str, extensions: tuple[str, ...]) -> bool:
+    return os.path.splitext(name)[1].lower() in extensions
+
+
+def _walk(root: str) -> Iterator[tuple[str, list[str]]]:
+    """(folder, sorted file names) for every folder under `root`, in a stable order."""
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        yield folder, sorted(files)
 
 
 def _folder(root: str, image_field: str, caption_field: str) -> Iterator[Item | Skip]:
     """Images with same-stem .txt captions, and any .tar shards or manifests, under `root`."""
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
+    manifests: dict[str, list[Item | Skip]] = {}
+    for folder, files in _walk(root):
+        for name in files:
+            if _is(name, MANIFEST_EXTENSIONS):
+                path = os.path.join(folder, name)
+                try:  # a stray CSV/JSONL inside a folder must not stop the import
+                    manifests[path] = list(_manifest(path, os.path.relpath(path, root),
+                                                     image_field, caption_field))
+                except SourceError as e:
+                    log.warning("ignoring %s: not a manifest (%s)", path, e)
+    named = {os.path.realpath(c.path) for rows in manifests.values() for c in rows}
+    for folder, files in _walk(root):
         by_lower = {f.lower(): f for f in files}
-        for name in sorted(files):
+        for name in files:
             path = os.path.join(folder, name)
-            stem, ext = os.path.splitext(name)
-            ext = ext.lower()
-            if ext in IMAGE_EXTENSIONS:
+            if _is(name, IMAGE_EXTENSIONS):
+                stem = os.path.splitext(name)[0]
                 txt = by_lower.get(stem.lower() + ".txt")
+                if txt is None and os.path.realpath(path) in named:
+                    continue  # captioned by a manifest
                 caption = None
                 if txt is not None:
                     with open(os.path.join(folder, txt), "rb") as f:
                         caption = f.read()
-                key = os.path.relpath(path, root)
-                yield _item_or_skip(key, path, _read_file(path), caption,
+                yield _item_or_skip(os.path.relpath(path, root), path, _read_file(path), caption,
                                     os.path.join(folder, txt or stem + ".txt"))
-            elif ext == ".tar":
+            elif _is(name, TAR_EXTENSIONS):
                 yield from _tar(path, prefix=os.path.relpath(path, root))
-            elif ext in MANIFEST_EXTENSIONS:
-                try:  # a stray CSV/JSONL inside a folder must not stop the import
-                    rows = list(_manifest(path, os.path.relpath(path, root), image_field, caption_field))
-                except SourceError as e:
-                    logging.warning("ignoring %s: not a manifest (%s)", path, e)
-                    continue
-                yield from rows
+            elif path in manifests:
+                yield from manifests[path]
 
 
 def _tar(path: str, prefix: str | None = None) -> Iterator[Item | Skip]:
@@ -108,7 +131,7 @@ def _tar(path: str, prefix: str | None = None) -> Iterator[Item | Skip]:
     try:
         tar = tarfile.open(path, "r|*")
     except (tarfile.TarError, OSError) as e:
-        yield Skip(path, "corrupt_image", f"unreadable tar: {e}")
+        yield Skip(path, "corrupt_image", f"unreadable tar: {e}", prefix)
         return
     key, members = None, {}
     try:
@@ -126,61 +149,70 @@ def _tar(path: str, prefix: str | None = None) -> Iterator[Item | Skip]:
                 key, members = this, {}
             members[ext.lower()] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as e:
-        yield Skip(path, "corrupt_image", f"tar ends early: {e}")
+        yield Skip(path, "corrupt_image", f"tar ends early: {e}", prefix)
     finally:
         tar.close()
     if key is not None and (out := flush(key, members)):
         yield out
 
 
-def _manifest(path: str, prefix: str | None = None, image_field: str = "image",
-              caption_field: str = "caption") -> Iterator[Item | Skip]:
-    """Rows of a CSV (with a header) or JSONL manifest."""
-    prefix = prefix or os.path.basename(path)
-    base = os.path.dirname(os.path.abspath(path))
+def _manifest_rows(path: str) -> tuple[list[str], list[dict]]:
+    """(field names, rows) of a CSV (with a header) or JSONL manifest; decoded leniently."""
     with open(path, "rb") as f:
         text = decode_caption(f.read())
     if path.lower().endswith(".csv"):
-        reader = csv.DictReader(text.splitlines())
-        fields = reader.fieldnames or []
+        reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted captions may hold newlines
         rows = list(reader)
-    else:
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise SourceError(f"{path} line {n} is not JSON: {e}") from None
-        fields = sorted({k for r in rows for k in r})
+        return list(reader.fieldnames or []), rows
+    rows = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{path} line {n} is not JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise SourceError(f"{path} line {n} is not a JSON object")
+        rows.append(row)
+    return sorted({k for r in rows for k in r}), rows
+
+
+def _manifest(path: str, prefix: str | None = None, image_field: str = "image",
+              caption_field: str = "caption") -> Iterator[Item | Skip]:
+    """Candidates of a CSV or JSONL manifest; raises `SourceError` if a named field is absent."""
+    prefix = prefix or os.path.basename(path)
+    base = os.path.dirname(os.path.abspath(path))
+    fields, rows = _manifest_rows(path)
     for field in (image_field, caption_field):
         if rows and field not in fields:
-            raise SourceError(f"manifest {path} has no field {field!r} (it has {list(fields)})")
-    for n, row in enumerate(rows):
-        rel = str(row.get(image_field) or "")
-        image = rel if os.path.isabs(rel) else os.path.join(base, rel)
+            raise SourceError(f"manifest {path} has no field {field!r} (it has {fields})")
+    for n, row in enumerate(rows, 1):
+        rel = str(row.get(image_field) or "").strip()
+        key = f"{prefix}/{n}:{rel}"
+        image = os.path.join(base, os.path.expanduser(rel))  # an absolute `rel` stays as it is
         if not rel or not os.path.isfile(image):
-            yield Skip(f"{path}:{n + 1}", "missing_image", f"no image file {rel!r}")
+            yield Skip(f"{path}:{n}", "missing_image", f"no image file {rel!r}", key)
             continue
         caption = row.get(caption_field)
-        yield _item_or_skip(f"{prefix}/{n}:{rel}", image, _read_file(image),
-                            "" if caption is None else str(caption), f"{path}:{n + 1} {caption_field}")
+        yield _item_or_skip(key, image, _read_file(image), "" if caption is None else str(caption),
+                            f"{path}:{n} {caption_field}")
 
 
 def discover(source: str, image_field: str = "image", caption_field: str = "caption") -> Iterator[Item | Skip]:
     """Streams the candidates of `source` (a folder, a manifest or a .tar), in a stable order.
 
-    Only the current candidate's bytes are held in memory. A missing or unsupported source raises
-    at once; an empty one when the stream ends without a candidate.
+    Only the current candidate's bytes are held in memory (plus a folder's manifests' rows). A
+    missing or unsupported source raises at once; an empty one when the stream ends without a
+    candidate.
     """
     if not os.path.exists(source):
         raise SourceError(f"source {source!r} does not exist")
-    lower = source.lower()
     if os.path.isdir(source):
         found = _folder(source, image_field, caption_field)
-    elif lower.endswith(".tar"):
+    elif _is(source, TAR_EXTENSIONS):
         found = _tar(source)
-    elif lower.endswith(MANIFEST_EXTENSIONS):
+    elif _is(source, MANIFEST_EXTENSIONS):
         found = _manifest(source, None, image_field, caption_field)
     else:
         raise SourceError(f"source {source!r} is not a folder, a .tar shard or a .csv/.jsonl manifest")
