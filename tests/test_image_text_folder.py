@@ -242,3 +242,49 @@ def test_each_skip_logs_a_warning(tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "skipping" in r.getMessage()]
     assert len(warned) == 2 and any("corrupt_image" in w for w in warned)
     assert any("missing_caption" in w for w in warned)
+
+
+def test_hidden_files_ignored_and_unreadable_caption_is_a_skip(tmp_path):
+    """`._x.png` / `.ipynb_checkpoints` are not candidates; a broken caption link never stops an import."""
+    src = tmp_path / "src"
+    (src / ".ipynb_checkpoints").mkdir(parents=True)
+    png = fx._bytes(Image.fromarray(fx.RGB), "PNG")
+    for n in ("a", "b"):
+        (src / f"{n}.png").write_bytes(png)
+    (src / "a.txt").write_text("a")
+    os.symlink(str(tmp_path / "nowhere.txt"), str(src / "b.txt"))
+    (src / "._a.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (src / ".ipynb_checkpoints" / "a.png").write_bytes(png)
+    summary = itf.prepare(str(tmp_path / "d"), str(src), resolution=RES, validation_fraction=0.0)
+    assert summary["splits"] == {"train": 1}
+    assert summary["skipped"] == {**NO_SKIPS, "missing_caption": 1}
+    assert [os.path.basename(r["path"]) for r in _skipped(summary)] == ["b.png"]
+
+
+def test_jsonl_caption_list_keeps_its_lines(tmp_path):
+    (tmp_path / "x.png").write_bytes(fx._bytes(Image.fromarray(fx.RGB), "PNG"))
+    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "x.png", "caption": ["one", "two"]}) + "\n")
+    summary = itf.prepare(str(tmp_path / "d"), str(tmp_path / "m.jsonl"), resolution=RES,
+                          validation_fraction=0.0)
+    assert sorted(ex["caption"].decode() for ex in _all(summary)) == ["one", "two"]
+
+
+def test_truncated_rejected_even_if_pil_was_told_to_load_truncated_images():
+    from PIL import ImageFile
+
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    jpg = fx._bytes(Image.fromarray(noise), "JPEG")  # halving it cuts the scan, not the header
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # what TFDS's create_thumbnail does, process-wide
+    try:
+        with pytest.raises(OSError):
+            itf.decode_image(jpg[: len(jpg) // 2], RES)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def test_high_depth_modes_keep_their_brightness():
+    for arr in (np.full((2, 2), 255, np.int32), np.full((2, 2), 65535, np.int32),
+                np.full((2, 2), 1.0, np.float32)):
+        assert (np.asarray(to_rgb(Image.fromarray(arr))) == 255).all(), arr.dtype
+    assert np.asarray(to_rgb(Image.fromarray(np.array([[0, 0.5]], np.float32))))[0, :, 0].tolist() == [0, 128]
+    assert (np.asarray(to_rgb(Image.new("La", (2, 2)))) == 255).all()

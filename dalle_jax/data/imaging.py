@@ -10,15 +10,22 @@ _BACKGROUND = (255, 255, 255)
 
 
 def _high_depth_to_l(img: Image.Image) -> Image.Image:
-    """Scales a 16/32-bit integer or float greyscale image to 8-bit 'L' by its value range."""
+    """Scales a 16/32-bit integer or float greyscale image to 8-bit 'L'.
+
+    'I;16*' is read as 0..65535. 'I' and 'F' are read on the first scale their values fit
+    (F: 0..1; then 0..255; then 0..65535), so a uniform or dark image keeps its brightness; only
+    values outside all of these are stretched over their own range.
+    """
     arr = np.asarray(img, dtype=np.float64)
-    if img.mode.startswith("I;16"):
-        hi = 65535.0
-        lo = 0.0
-    else:  # 'I' (int32) or 'F' (float32): stretch what is there.
-        lo, hi = float(arr.min()), float(arr.max())
-        if hi <= lo:
-            hi = lo + 1.0
+    lo, hi = 0.0, 65535.0
+    if not img.mode.startswith("I;16"):
+        scales = ((1.0, 255.0, 65535.0) if img.mode == "F" else (255.0, 65535.0))
+        vmin, vmax = float(arr.min()), float(arr.max())
+        fits = [s for s in scales if vmin >= 0.0 and vmax <= s]
+        if fits:
+            hi = fits[0]
+        else:
+            lo, hi = vmin, max(vmax, vmin + 1.0)
     arr = np.clip((arr - lo) / (hi - lo), 0.0, 1.0) * 255.0
     return Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
 
@@ -35,7 +42,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = _high_depth_to_l(img)
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("PA", "LA", "La", "RGBa"):
+    if img.mode == "La":  # premultiplied; PIL converts it only to LA
+        img = img.convert("LA")
+    if img.mode in ("PA", "LA", "RGBa"):
         img = img.convert("RGBA")
     if img.mode == "RGBA":
         canvas = Image.new("RGB", img.size, _BACKGROUND)

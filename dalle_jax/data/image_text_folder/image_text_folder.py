@@ -21,7 +21,7 @@ import re
 import shutil
 
 import tensorflow_datasets as tfds
-from PIL import Image
+from PIL import Image, ImageFile
 
 from dalle_jax.data.image_text_folder.sources import Item, Skip, SourceError, discover
 from dalle_jax.data.imaging import resize_center_crop
@@ -58,6 +58,7 @@ def decode_image(data: bytes, resolution: int):
     """Bytes to uint8 (R, R, 3); raises on unreadable or truncated data."""
     if not data:
         raise ValueError("zero-byte file")
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # TFDS's create_thumbnail sets it True process-wide
     with Image.open(io.BytesIO(data)) as img:
         img.load()  # decodes fully: a truncated file raises here
         return resize_center_crop(img, resolution)
@@ -95,6 +96,17 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
         if ident not in self.skipped:
             log.warning("skipping %s (%s): %s", skip.path, skip.reason, skip.detail)
             self.skipped[ident] = {"path": skip.path, "reason": skip.reason, "detail": skip.detail}
+
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        """Generates the splits, then lists the skips in the still-incomplete folder.
+
+        TFDS renames that folder into place only after this returns, so prepared data always
+        comes with its `skipped.jsonl` (an interrupted run leaves neither).
+        """
+        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+        with open(os.path.join(self.data_dir, SKIPPED_FILE), "w", encoding="utf-8") as f:
+            for row in self.skipped.values():
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def _generate_examples(self, split: str):
         cfg = self.builder_config
@@ -157,9 +169,6 @@ def _build(data_dir: str, config_name: str, options: dict, splits: list[str]) ->
                 raise SourceError(
                     f"source {options['source']!r} has no readable image: skipped {counts}"
                 ) from None
-    with open(os.path.join(builder.data_dir, SKIPPED_FILE), "w", encoding="utf-8") as f:
-        for row in skipped.values():
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return builder
 
 

@@ -77,8 +77,8 @@ def _is(name: str, extensions: tuple[str, ...]) -> bool:
 def _walk(root: str) -> Iterator[tuple[str, list[str]]]:
     """(folder, sorted file names) for every folder under `root`, in a stable order."""
     for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        yield folder, sorted(files)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield folder, sorted(f for f in files if not f.startswith("."))
 
 
 def _folder(root: str, image_field: str, caption_field: str) -> Iterator[Item | Skip]:
@@ -105,8 +105,13 @@ def _folder(root: str, image_field: str, caption_field: str) -> Iterator[Item | 
                     continue  # captioned by a manifest
                 caption = None
                 if txt is not None:
-                    with open(os.path.join(folder, txt), "rb") as f:
-                        caption = f.read()
+                    try:
+                        with open(os.path.join(folder, txt), "rb") as f:
+                            caption = f.read()
+                    except OSError as e:  # broken link, no permission: skip, never stop
+                        yield Skip(path, "missing_caption", f"unreadable {txt}: {e}",
+                                   os.path.relpath(path, root))
+                        continue
                 yield _item_or_skip(os.path.relpath(path, root), path, _read_file(path), caption,
                                     os.path.join(folder, txt or stem + ".txt"))
             elif _is(name, TAR_EXTENSIONS):
@@ -195,6 +200,8 @@ def _manifest(path: str, prefix: str | None = None, image_field: str = "image",
             yield Skip(f"{path}:{n}", "missing_image", f"no image file {rel!r}", key)
             continue
         caption = row.get(caption_field)
+        if isinstance(caption, list):  # JSONL may give a caption as a list of lines
+            caption = "\n".join(str(c) for c in caption)
         yield _item_or_skip(key, image, _read_file(image), "" if caption is None else str(caption),
                             f"{path}:{n} {caption_field}")
 
