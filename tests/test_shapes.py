@@ -3,12 +3,15 @@
 import glob
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image, ImageDraw
 
-from dalle_jax.data.shapes import shapes
+from dalle_jax.data.shapes import render, shapes
 from dalle_jax.data.shapes.vocabulary import (
     BACKGROUNDS, COLOURS, DEFAULT_HELDOUT_PAIRS, POSITION_PHRASES, POSITIONS, RELATION_PHRASES,
     RELATIONS, SHAPE_WORDS, SHAPES, SIZE_WORDS, SIZES,
@@ -55,6 +58,10 @@ def test_summary_and_counts(prepared, splits):
                                    "missing_image": 0}
     image = splits["train"][0]["image"]
     assert image.shape == (48, 48, 3) and image.dtype == np.uint8
+    for ex in splits["train"]:
+        assert ex["num_objects"] == len(_objects(ex)) in (1, 2)
+        assert (RELATIONS[ex["relation"]] == "none") == (ex["num_objects"] == 1)
+    assert {ex["num_objects"] for ex in splits["train"]} == {1, 2}
 
 
 def test_captions_agree_with_attributes(splits):
@@ -100,7 +107,8 @@ def test_relation_matches_measured_centroids(splits):
         (ya, xa), (yb, xb) = (np.argwhere((ex["image"] == COLOURS[o["colour"]]).all(-1)).mean(0)
                               for o in objs)
         relation = RELATIONS[ex["relation"]]
-        assert {"left of": xa < xb, "right of": xa > xb, "above": ya < yb, "below": ya > yb}[relation]
+        holds = {"left of": xa < xb, "right of": xa > xb, "above": ya < yb, "below": ya > yb}
+        assert holds[relation]
         checked += 1
     assert checked > 30
 
@@ -125,7 +133,9 @@ def test_deterministic_for_seed_and_reused(prepared, splits, tmp_path):
     assert {f: os.path.getmtime(f) for f in files} == mtimes  # reused, not regenerated
     other = shapes.prepare(str(tmp_path), resolution=48, seed=2, **COUNTS)
     assert other["config"] != again["config"]
-    assert [e["caption"] for e in _examples(other, "validation")] != [e["caption"] for e in splits["validation"]]
+    others = _examples(other, "validation")
+    assert [e["caption"] for e in others] != [e["caption"] for e in splits["validation"]]
+    assert any((a["image"] != b["image"]).any() for a, b in zip(others, splits["validation"]))
 
 
 def test_words_variant(tmp_path):
@@ -145,7 +155,67 @@ def test_words_variant(tmp_path):
     (dict(num_train=0), "num_train=0"),
     (dict(heldout_pairs=[("mauve", "circle")]), "'mauve'"),
     (dict(heldout_pairs=[("red", "blob")]), "'blob'"),
+    (dict(heldout_pairs=[("red", "circle", "big")]), "'big'"),
+    (dict(heldout_pairs=[]), "heldout_pairs=\\[\\]"),
+    (dict(num_heldout=-3), "num_heldout=-3"),
+    (dict(resolution=64.5), "resolution=64.5"),
+    (dict(seed=-1), "seed=-1"),
 ])
 def test_bad_options_are_named(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         shapes.prepare(str(tmp_path), **kwargs)
+
+
+def test_objects_stay_inside_their_cell_at_the_smallest_size():
+    """An object at its cell's centre, moved by the largest jitter, keeps inside the cell, so the
+    objects of a two-object scene (always in different cells) never overlap."""
+    resolution, cell = shapes.MIN_RESOLUTION, shapes.MIN_RESOLUTION / 3
+    for shape in SHAPES:
+        for size in SIZES:
+            for dx in (-1, 1):
+                for dy in (-1, 1):
+                    img = Image.new("RGB", (resolution, resolution), (0, 0, 0))
+                    j = render.JITTER[size] * cell
+                    cx, cy = 1.5 * cell + dx * j, 1.5 * cell + dy * j  # the centre cell
+                    r = render.RADIUS[size] * cell
+                    render.draw_shape(ImageDraw.Draw(img), shape, cx, cy, r, (255, 0, 0))
+                    ys, xs = np.nonzero(np.asarray(img)[..., 0])
+                    assert len(xs) > 0, (shape, size)
+                    assert cell <= xs.min() and xs.max() + 1 <= 2 * cell, (shape, size, dx)
+                    assert cell <= ys.min() and ys.max() + 1 <= 2 * cell, (shape, size, dy)
+
+
+def test_custom_heldout_pairs(tmp_path):
+    pairs = [("purple", "hexagon"), ("cyan", "heart")]
+    name = shapes.make_config(heldout_pairs=pairs).name
+    assert shapes.make_config(heldout_pairs=pairs[::-1] + pairs[:1]).name == name  # canonical
+    assert name != shapes.make_config().name
+    summary = shapes.prepare(str(tmp_path), resolution=32, num_train=40, num_validation=4,
+                             num_test=4, num_heldout=12, heldout_pairs=pairs)
+    assert summary["config"].endswith(name.rsplit("-", 1)[1])
+    for split in shapes.SPLITS:
+        for ex in _examples(summary, split):
+            found = {(o["colour"], o["shape"]) for o in _objects(ex)} & set(pairs)
+            assert bool(found) == (split == "heldout"), split
+
+
+def test_reading_back_needs_no_tensorflow(prepared):
+    """A process in which TensorFlow cannot be imported reads images and captions."""
+    code = """
+import sys
+class Hide:  # TensorFlow looks uninstalled to every import
+    def __init__(self, inner): self.inner = inner
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "tensorflow" or not hasattr(self.inner, "find_spec"):
+            return None
+        return self.inner.find_spec(name, path, target)
+sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+import tensorflow_datasets as tfds
+ex = tfds.builder_from_directory(sys.argv[1]).as_data_source("test")[0]
+assert ex["image"].shape == (48, 48, 3) and ex["image"].dtype.name == "uint8"
+assert ex["caption"] and not any(m.split(".")[0] == "tensorflow" for m in sys.modules)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code, prepared["path"]], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
