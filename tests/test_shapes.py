@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from dalle_jax.data.shapes import render, shapes
 from dalle_jax.data.shapes.vocabulary import (
     BACKGROUNDS, COLOURS, DEFAULT_HELDOUT_PAIRS, POSITION_PHRASES, POSITIONS, RELATION_PHRASES,
-    RELATIONS, SHAPE_WORDS, SHAPES, SIZE_WORDS, SIZES,
+    RELATIONS, SHAPE_WORDS, SHAPES, SIZE_WORDS, SIZES, WORDS,
 )
 
 COUNTS = dict(num_train=240, num_validation=40, num_test=40, num_heldout=60)
@@ -128,6 +128,7 @@ def test_deterministic_for_seed_and_reused(prepared, splits, tmp_path):
         np.testing.assert_array_equal(a["image"], b["image"])
         assert a["caption"] == b["caption"]
     files = glob.glob(os.path.join(again["path"], "*.array_record*"))
+    assert len(files) >= 4  # at least one shard per split
     mtimes = {f: os.path.getmtime(f) for f in files}
     assert shapes.prepare(str(tmp_path), resolution=48, seed=1, **COUNTS) == again
     assert {f: os.path.getmtime(f) for f in files} == mtimes  # reused, not regenerated
@@ -219,3 +220,26 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code, prepared["path"]], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_every_word_fits_its_image():
+    """The font shrinks for long words: every word's letters lie inside the image."""
+    for resolution in (shapes.MIN_RESOLUTION, 64, shapes.MAX_RESOLUTION):
+        for word in WORDS:
+            scene = {"word": word, "colour": "red", "background": "white"}
+            image = render.render_word(scene, resolution, np.random.default_rng(0))
+            ys, xs = np.nonzero((image == COLOURS["red"]).all(-1))
+            assert len(xs) > 10, (resolution, word)
+            assert xs.min() > 0 and xs.max() < resolution - 1, (resolution, word)
+            assert ys.min() > 0 and ys.max() < resolution - 1, (resolution, word)
+
+
+def test_prepare_signature_is_keyword_only():
+    """`prepare(data_dir, *, variant, resolution, num_*, seed, heldout_pairs)` as documented."""
+    import inspect
+
+    params = inspect.signature(shapes.prepare).parameters
+    assert list(params) == ["data_dir", "variant", "resolution", "num_train", "num_validation",
+                            "num_test", "num_heldout", "seed", "heldout_pairs"]
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in params.items() if name != "data_dir")
+    assert params["num_train"].default == 20000 and params["resolution"].default == 64

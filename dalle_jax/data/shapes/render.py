@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -81,17 +82,31 @@ def render_objects(scene: dict, resolution: int, rng: np.random.Generator) -> np
     return np.asarray(img)
 
 
+@functools.lru_cache(maxsize=None)
+def word_mask(word: str, resolution: int) -> Image.Image:
+    """A tight '1'-mode mask of `word` in Pillow's built-in scalable font, without antialiasing,
+    at the largest size (from a guess by the word's length down) at which it fits in 90% of the
+    image's width and height. Measured from the drawn pixels, not the font's metrics."""
+    size = max(8, int(resolution * 0.9 / max(3, len(word)) * 1.6))
+    while True:
+        font = ImageFont.load_default(size=size)
+        canvas = Image.new("1", (4 * resolution, 2 * resolution), 0)
+        draw = ImageDraw.Draw(canvas)
+        draw.fontmode = "1"  # no antialiasing: letter pixels are exactly the colour
+        draw.text((resolution // 2, resolution // 2), word, fill=1, font=font)
+        mask = canvas.crop(canvas.getbbox())
+        if size <= 8 or max(mask.size) <= 0.9 * resolution:
+            return mask
+        size -= 1
+
+
 def render_word(scene: dict, resolution: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 (R, R, 3) image of `scene['word']` in solid (not antialiased) coloured letters."""
+    """uint8 (R, R, 3) image of `scene['word']` in solid (not antialiased) coloured letters,
+    placed at a random spot that keeps it inside the image."""
     img = Image.new("RGB", (resolution, resolution), BACKGROUNDS[scene["background"]])
-    draw = ImageDraw.Draw(img)
-    draw.fontmode = "1"  # no antialiasing: letter pixels are exactly the colour
-    size = max(8, int(resolution * 0.9 / max(3, len(scene["word"])) * 1.6))
-    font = ImageFont.load_default(size=size)
-    left, top, right, bottom = draw.textbbox((0, 0), scene["word"], font=font)
-    w, h = right - left, bottom - top
-    slack_x, slack_y = max(0, resolution - w), max(0, resolution - h)
-    x = int(rng.integers(0, slack_x // 2 + 1)) + slack_x // 4 - left
-    y = int(rng.integers(0, slack_y // 2 + 1)) + slack_y // 4 - top
-    draw.text((x, y), scene["word"], fill=COLOURS[scene["colour"]], font=font)
+    mask = word_mask(scene["word"], resolution)
+    (w, h), last = mask.size, resolution - 1  # a margin of at least one pixel on each side
+    x = int(rng.integers(1, max(1, last - w) + 1))
+    y = int(rng.integers(1, max(1, last - h) + 1))
+    img.paste(COLOURS[scene["colour"]], (x, y), mask)
     return np.asarray(img)

@@ -108,8 +108,9 @@ def make_config(
 class Shapes(tfds.core.GeneratorBasedBuilder):
     """Synthetic captioned scenes of coloured shapes or coloured words."""
 
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Adds `num_objects`."}
+    VERSION = tfds.core.Version("1.2.0")
+    RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Adds `num_objects`.",
+                     "1.2.0": "`words`: letters always inside the image, font shrunk to fit."}
     # Only the defaults are registered; other options make a config at run time (`make_config`).
     BUILDER_CONFIGS = [make_config()]
 
@@ -172,15 +173,29 @@ def make_builder(data_dir: str, **options) -> Shapes:
     return Shapes(config=config.name if config.name in registered else config, data_dir=data_dir)
 
 
-def prepare(data_dir: str, **options) -> dict:
+def prepare(
+    data_dir: str,
+    *,
+    variant: str = "objects",
+    resolution: int = 64,
+    num_train: int = DEFAULT_COUNTS["train"],
+    num_validation: int = DEFAULT_COUNTS["validation"],
+    num_test: int = DEFAULT_COUNTS["test"],
+    num_heldout: int = DEFAULT_COUNTS["heldout"],
+    seed: int = 0,
+    heldout_pairs: Sequence[tuple[str, str]] | None = None,
+) -> dict:
     """Prepares `shapes` under `data_dir` as array_record (or reuses it) and returns its summary.
 
-    `options` are those of `make_config` (variant, resolution, num_train, num_validation,
-    num_test, num_heldout, seed, heldout_pairs); a bad value is a ValueError naming it, an
-    unknown option a TypeError. The summary is `{"dataset": "shapes", "config", "path",
-    "splits": {split: count}, "skipped"}`.
+    The options are those of `make_config`; a bad value is a ValueError naming it. Preparing
+    again with the same options reuses the data already there. The summary is
+    `{"dataset": "shapes", "config", "path", "splits": {split: count}, "skipped"}`, the counts
+    read from the prepared dataset's info.
     """
-    builder = make_builder(data_dir, **options)
+    builder = make_builder(
+        data_dir, variant=variant, resolution=resolution, num_train=num_train,
+        num_validation=num_validation, num_test=num_test, num_heldout=num_heldout, seed=seed,
+        heldout_pairs=heldout_pairs)
     builder.download_and_prepare(file_format="array_record")
     return prepared_summary("shapes", builder.builder_config.name, builder.data_dir,
                             {s: builder.info.splits[s].num_examples for s in SPLITS})
