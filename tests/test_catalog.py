@@ -61,3 +61,15 @@ def test_workdir_tokenizer_larger_than_config_is_refused(tmp_path):
         config.text.vocab_size = 100  # any trained tokenizer has the 257 byte+pad entries
         with pytest.raises(ValueError, match="vocab_size=100"):
             pipeline.ensure_tokenizer(config, str(tmp_path / "w"))
+
+
+def test_find_prepared_takes_the_highest_version(tmp_path):
+    from dalle_jax.data import sources
+
+    for version in ("1.2.0", "1.10.0", "1.9.1"):
+        d = tmp_path / "shapes" / "cfg" / version
+        d.mkdir(parents=True)
+        (d / "dataset_info.json").write_text("{}")
+    assert sources.find_prepared(str(tmp_path), "shapes").endswith("1.10.0")
+    with pytest.raises(sources.DatasetNotFoundError, match="config 'other'"):
+        sources.find_prepared(str(tmp_path), "shapes", "other")

@@ -29,7 +29,7 @@ from dalle_jax.parallel.mesh import batch_sharding, num_batch_shards
 DEVICE_FIELDS = ("image", "text")
 
 
-def _lookup(example: dict, key: str) -> Any:
+def lookup_field(example: dict, key: str) -> Any:
     """`example['a']['b']` for key 'a/b'; a KeyError names the key and what is there."""
     value = example
     for part in key.split("/"):
@@ -56,9 +56,9 @@ class ToExample(grain.transforms.RandomMap):
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
         if self._tokenizer is None:  # built lazily, once per worker process
             self._tokenizer = TextTokenizer.from_json(self.tokenizer_json, self.text_len)
-        lines = caption_lines(_lookup(element, self.caption_key))
+        lines = caption_lines(lookup_field(element, self.caption_key))
         caption = lines[int(rng.integers(len(lines)))] if lines else ""
-        image = np.asarray(_lookup(element, self.image_key))
+        image = np.asarray(lookup_field(element, self.image_key))
         if image.ndim == 3 and image.shape[-1] == 1:
             image = image[..., 0]
         if image.shape != (self.resolution, self.resolution, 3) or image.dtype != np.uint8:
@@ -117,7 +117,7 @@ class Loader:
         first = source[0]
         for key in (image_key, caption_key):
             try:
-                _lookup(first, key)
+                lookup_field(first, key)
             except KeyError as e:
                 raise ValueError(e.args[0]) from None
         self.mesh = mesh

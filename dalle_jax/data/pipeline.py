@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 
 from dalle_jax.data import registry, sources
 from dalle_jax.data.captions import caption_lines
-from dalle_jax.data.loader import Loader
+from dalle_jax.data.loader import Loader, lookup_field
 from dalle_jax.data.tokenizer import TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -51,11 +51,7 @@ def _train_captions(data: ml_collections.ConfigDict, prepared: dict | None, limi
     source = builder.as_data_source(split=data.train_split, decoders=skip)
     n = min(len(source), limit)
     for i in range(n):
-        record = source[i]
-        value = record
-        for part in data.caption_key.split("/"):
-            value = value[part]
-        yield from caption_lines(value)
+        yield from caption_lines(lookup_field(source[i], data.caption_key))
 
 
 def ensure_tokenizer(config: ml_collections.ConfigDict, workdir: str, prepared: dict | None = None) -> TextTokenizer:

@@ -25,7 +25,9 @@ def find_prepared(data_dir: str, dataset: str, config: str | None = None) -> str
     With `config` unset, the dataset must have exactly one prepared config.
     """
     pattern = os.path.join(data_dir, dataset, config or "*", "*", "dataset_info.json")
-    found = sorted(os.path.dirname(p) for p in glob.glob(pattern))
+    # Highest version last, compared as versions (1.10.0 > 1.2.0), not as strings.
+    found = sorted((os.path.dirname(p) for p in glob.glob(pattern)),
+                   key=lambda d: tfds.core.Version(os.path.basename(d)))
     if not found:
         what = f"{dataset!r}" + (f" config {config!r}" if config else "")
         raise DatasetNotFoundError(
