@@ -29,3 +29,4 @@ def parse_flags(prog: str, argv: list[str]) -> None:
         # A config file that raised shows its traceback; its last line is the reason.
         fail(lines[-1] if "Traceback" in str(e) else " ".join(lines))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter

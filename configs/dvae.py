@@ -1,0 +1,142 @@
+"""Stage 1: the discrete VAE (paper) or a VQ-VAE, trained on images.
+
+  python -m dalle_jax.train --config=configs/dvae.py:shapes --workdir=workdirs/dvae_shapes
+  python -m dalle_jax.train --config=configs/dvae.py:shapes --config.model.quantizer=vq --workdir=…
+
+Presets: `tiny` (tests: 32 px, a few steps), `shapes` (64 px `shapes`, a 2-core CPU experiment
+of about half an hour), `paper` (256 px → 32×32 codes from 8192, the published recipe).
+Re-running the same command on the same workdir resumes from the newest checkpoint.
+"""
+
+import ml_collections
+
+from dalle_jax import config_parts
+
+
+def _base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict(dict(
+        # Which stage-1 trainer runs this config.
+        family="dvae",
+        # 'gumbel' (the paper's relaxation) or 'vq' (nearest codebook vector, EMA codebook).
+        quantizer="gumbel",
+        # Codebook size (paper 8192).
+        vocab_size=8192,
+        # Width of the first group; groups are n_hid·{1, 2, 4, 8} (paper 256).
+        n_hid=256,
+        # Residual blocks per group (paper 2).
+        n_blk_per_group=2,
+        # Decoder width right after the 1×1 input convolution from the codes (paper 128).
+        n_init=128,
+        # vq only: width of the codebook vectors.
+        embed_dim=64,
+        # Computation dtype of the residual groups ('float32' or 'bfloat16'); parameters float32.
+        dtype="float32",
+    ))
+    c.gumbel = ml_collections.ConfigDict(dict(
+        # Temperature τ, cosine 1 → 1/16 over the first 150,000 updates (linear tended to diverge).
+        start_temperature=1.0,
+        end_temperature=1.0 / 16,
+        anneal_steps=150_000,
+        # Feed the decoder the one-hot argmax with the soft sample's gradient.
+        straight_through=False,
+    ))
+    c.kl = ml_collections.ConfigDict(dict(
+        # KL weight β against the uniform prior, cosine 0 → 6.6 over the first 5,000 updates.
+        start_beta=0.0,
+        end_beta=6.6,
+        anneal_steps=5_000,
+    ))
+    c.vq = ml_collections.ConfigDict(dict(
+        # Weight of ‖z − sg(e)‖² in the loss.
+        commitment=0.25,
+        # Moving-average decay of the codebook counts and sums.
+        ema_decay=0.99,
+        # Laplace smoothing of the counts.
+        ema_eps=1e-5,
+        # Restart a code whose average count is below this share of the mean count (0: never).
+        restart_below=0.03,
+    ))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        # AdamW; learning rate cosine 1e-4 → 1.25e-6 over 1,200,000 updates.
+        learning_rate=1e-4,
+        end_learning_rate=1.25e-6,
+        decay_steps=1_200_000,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=1e-4,
+        # Clip gradients by global norm (0: off; the paper does not).
+        grad_clip_norm=0.0,
+        # Parameter moving average used for evaluation and encoding.
+        ema_decay=0.999,
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        # Updates in total; re-running with a larger value continues the run.
+        num_steps=1_200_000,
+        # Seed of the parameters and the gumbel noise.
+        seed=0,
+        log_every=100,
+        # Validation metrics every this many steps, over this many batches.
+        eval_every=5_000,
+        eval_batches=16,
+        # Originals beside reconstructions, as PNG, every this many steps (0: never).
+        image_every=5_000,
+        checkpoint_every=5_000,
+        keep_checkpoints=3,
+        async_checkpoints=True,
+        tensorboard=True,
+        # A non-finite loss stops the run ('stop') or skips that update and counts it ('skip').
+        on_nonfinite="stop",
+    ))
+    # Logical axis → mesh axis; parameters shard their output channels over `fsdp`.
+    c.partitioning = ml_collections.ConfigDict(dict(
+        rules=dict(conv_out="fsdp", vocab="fsdp", embed=None, conv_in=None,
+                   conv_height=None, conv_width=None),
+    ))
+    c.mesh = config_parts.mesh_config()
+    return c
+
+
+def _tiny(c):
+    c.model.update(vocab_size=64, n_hid=16, n_blk_per_group=1, n_init=16, embed_dim=16)
+    c.gumbel.anneal_steps = 20
+    c.kl.anneal_steps = 10
+    c.optimizer.update(learning_rate=1e-3, end_learning_rate=1e-4, decay_steps=100)
+    c.train.update(num_steps=6, log_every=1, eval_every=3, eval_batches=2, image_every=3,
+                   checkpoint_every=3, async_checkpoints=False, tensorboard=False)
+    c.data = config_parts.data_config(
+        resolution=32, global_batch_size=8,
+        shapes=dict(variant="objects", num_train=256, num_validation=32, num_test=32,
+                    num_heldout=32, seed=0),
+    )
+    c.text = config_parts.text_config(vocab_size=512, text_len=16)
+
+
+def _shapes(c):
+    c.model.update(vocab_size=512, n_hid=32, n_blk_per_group=1, n_init=64, embed_dim=32)
+    c.gumbel.anneal_steps = 3_000
+    c.kl.anneal_steps = 500
+    c.optimizer.update(learning_rate=1e-3, end_learning_rate=1e-5, decay_steps=6_000)
+    c.train.update(num_steps=6_000, log_every=50, eval_every=1_000, eval_batches=8,
+                   image_every=1_000, checkpoint_every=1_000)
+    c.data = config_parts.data_config(resolution=64, global_batch_size=32, worker_count=1)
+    c.text = config_parts.text_config(vocab_size=2048, text_len=32)
+
+
+def _paper(c):
+    c.train.update(log_every=100, eval_every=10_000, image_every=10_000, checkpoint_every=10_000)
+    c.data = config_parts.data_config(dataset="image_text_folder", resolution=256,
+                                      global_batch_size=512, worker_count=8)
+    c.text = config_parts.text_config(vocab_size=16384, text_len=256)
+
+
+PRESETS = {"tiny": _tiny, "shapes": _shapes, "paper": _paper}
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+    """The config of `preset`."""
+    c = _base()
+    config_parts.pick_preset(PRESETS, preset, __file__)(c)
+    c.preset = preset
+    return c

@@ -1,0 +1,71 @@
+"""The stage-1 model: encoder, quantizer (gumbel or vq) and decoder, with `encode` / `decode`.
+
+`ImageTokenizer.from_config(config.model)` builds it. Images go in as floats in [0, 1]
+(B, H, W, 3); `encode` gives integer codes (B, H/8, W/8); `decode` gives images in [0, 1].
+The training forward pass lives in `dalle_jax.training.dvae_loss`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from dalle_jax.models import pixels
+from dalle_jax.models.dvae import Decoder, Encoder
+from dalle_jax.models.quantizers import VectorQuantizer, nearest_codes
+
+QUANTIZERS = ("gumbel", "vq")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class ImageTokenizer(nnx.Module):
+    """A dVAE (`quantizer='gumbel'`) or a VQ-VAE (`quantizer='vq'`) over RGB images."""
+
+    def __init__(self, *, quantizer: str = "gumbel", vocab_size: int = 8192, n_hid: int = 256,
+                 n_blk_per_group: int = 2, n_init: int = 128, embed_dim: int = 64,
+                 dtype: str = "float32", rngs: nnx.Rngs):
+        if quantizer not in QUANTIZERS:
+            raise ValueError(f"model.quantizer={quantizer!r}; choose one of {QUANTIZERS}")
+        if dtype not in DTYPES:
+            raise ValueError(f"model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
+        self.quantizer = quantizer
+        self.vocab_size = vocab_size
+        vq = quantizer == "vq"
+        self.encoder = Encoder(n_hid=n_hid, n_blk_per_group=n_blk_per_group, vocab_size=vocab_size,
+                               output_channels=embed_dim if vq else None, dtype=DTYPES[dtype],
+                               rngs=rngs)
+        self.decoder = Decoder(n_init=n_init, n_hid=n_hid, n_blk_per_group=n_blk_per_group,
+                               vocab_size=vocab_size, input_channels=embed_dim if vq else None,
+                               dtype=DTYPES[dtype], rngs=rngs)
+        self.codebook = VectorQuantizer(vocab_size, embed_dim, rngs=rngs) if vq else None
+
+    @classmethod
+    def from_config(cls, model: ml_collections.ConfigDict, seed: int = 0) -> "ImageTokenizer":
+        """Builds the model that `config.model` describes."""
+        return cls(quantizer=model.quantizer, vocab_size=model.vocab_size, n_hid=model.n_hid,
+                   n_blk_per_group=model.n_blk_per_group, n_init=model.n_init,
+                   embed_dim=model.embed_dim, dtype=model.dtype, rngs=nnx.Rngs(seed))
+
+    def encoder_output(self, images: jax.Array) -> jax.Array:
+        """Images in [0, 1] → logits (gumbel) or vectors (vq), (B, g, g, ·)."""
+        return self.encoder(pixels.map_pixels(images))
+
+    def encode(self, images: jax.Array) -> jax.Array:
+        """Images in [0, 1] (B, H, W, 3) → codes (B, H/8, W/8) int32 (argmax; no gumbel noise)."""
+        out = self.encoder_output(images)
+        if self.codebook is None:
+            return jnp.argmax(out, axis=-1).astype(jnp.int32)
+        return nearest_codes(out, self.codebook.codebook[...]).astype(jnp.int32)
+
+    def decode_stats(self, codes: jax.Array) -> jax.Array:
+        """Codes (B, g, g) → decoder output (B, 8g, 8g, 6): μ then ln b."""
+        if self.codebook is None:
+            return self.decoder.decode_codes(codes)
+        return self.decoder(self.codebook.lookup(codes))
+
+    def decode(self, codes: jax.Array) -> jax.Array:
+        """Codes (B, g, g) → images in [0, 1] (B, 8g, 8g, 3)."""
+        mu, _ = pixels.split_stats(self.decode_stats(codes))
+        return pixels.reconstruction(mu)

@@ -1,0 +1,111 @@
+"""From encoder outputs to codes: the gumbel-softmax relaxation (DALL·E) or a VQ-VAE codebook.
+
+Gumbel (paper §2.1): the encoder gives logits over the vocabulary at each grid position; training
+feeds the decoder softmax((logits + g) / τ) with g ~ Gumbel(0, 1) (or, straight-through, the one-hot
+of its argmax in the forward pass and the soft sample's gradient), and the ELBO's KL term compares
+softmax(logits) with a uniform prior. Codes for the transformer are argmax(logits), no noise.
+
+VQ (van den Oord et al. 2017): the encoder gives a vector per position; its code is the nearest
+codebook vector; the decoder sees that vector with the straight-through gradient z + sg(e − z); a
+commitment loss ‖z − sg(e)‖² keeps z near its code; the codebook is not learned by gradient but
+set to exponential moving averages of the vectors assigned to each code (counts and sums, with
+Laplace smoothing), and codes whose average count falls below a threshold are restarted from
+random encoder outputs of the current batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+# ---- gumbel ----------------------------------------------------------------------------------
+
+def gumbel_softmax(logits: jax.Array, temperature: jax.Array, rng: jax.Array, *,
+                   hard: bool = False) -> jax.Array:
+    """Relaxed one-hot sample (…, V); `hard`: one-hot forward, soft gradient (straight-through)."""
+    g = jax.random.gumbel(rng, logits.shape, logits.dtype)
+    y = jax.nn.softmax((logits + g) / temperature, axis=-1)
+    if hard:
+        one_hot = jax.nn.one_hot(jnp.argmax(y, axis=-1), y.shape[-1], dtype=y.dtype)
+        y = y + jax.lax.stop_gradient(one_hot - y)
+    return y
+
+
+def kl_to_uniform(logits: jax.Array) -> jax.Array:
+    """KL(softmax(logits) ‖ uniform) per position, in nats: Σ q ln q + ln V."""
+    logq = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.sum(jnp.exp(logq) * logq, axis=-1) + math.log(logits.shape[-1])
+
+
+# ---- vq --------------------------------------------------------------------------------------
+
+class CodebookVar(nnx.Variable):
+    """State of a VQ codebook updated by moving averages, not by the optimizer."""
+
+
+def nearest_codes(z: jax.Array, codebook: jax.Array) -> jax.Array:
+    """Index of the nearest codebook row (V, D) for each vector z (…, D), squared L2."""
+    d = (jnp.sum(z * z, -1, keepdims=True) - 2 * z @ codebook.T
+         + jnp.sum(codebook * codebook, -1))  # (…, V)
+    return jnp.argmin(d, axis=-1)
+
+
+def straight_through(z: jax.Array, e: jax.Array) -> jax.Array:
+    """Forward value e, gradient of identity w.r.t. z."""
+    return z + jax.lax.stop_gradient(e - z)
+
+
+def commitment_loss(z: jax.Array, e: jax.Array) -> jax.Array:
+    """Mean over positions of ‖z − sg(e)‖²."""
+    return jnp.mean(jnp.sum(jnp.square(z - jax.lax.stop_gradient(e)), axis=-1))
+
+
+class VectorQuantizer(nnx.Module):
+    """A codebook of `vocab_size` vectors of width `dim`, with EMA statistics.
+
+    `counts` (V,) and `sums` (V, D) are moving averages of the number of vectors assigned to each
+    code per batch and of their sum; `codebook = sums / smoothed counts`.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, *, rngs: nnx.Rngs):
+        init = jax.random.normal(rngs.params(), (vocab_size, dim), jnp.float32)
+        self.codebook = CodebookVar(init, out_sharding=("vocab", "embed"))
+        self.counts = CodebookVar(jnp.ones((vocab_size,), jnp.float32), out_sharding=("vocab",))
+        self.sums = CodebookVar(init, out_sharding=("vocab", "embed"))
+
+    def __call__(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """z (…, D) → (codes (…), straight-through quantized vectors (…, D))."""
+        codebook = self.codebook[...]
+        codes = nearest_codes(z, codebook)
+        return codes, straight_through(z, codebook[codes])
+
+    def lookup(self, codes: jax.Array) -> jax.Array:
+        """Codebook vectors of integer codes."""
+        return self.codebook[...][codes]
+
+
+def ema_update(counts: jax.Array, sums: jax.Array, z: jax.Array, codes: jax.Array,
+               rng: jax.Array, *, decay: float, eps: float,
+               restart_below: float) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One EMA step of a codebook from a batch of vectors z (N, D) and their codes (N,).
+
+    Returns (counts, sums, codebook, restarted mask). A code whose EMA count falls below
+    `restart_below` × the mean count per code is set to a random vector of the batch, with the
+    mean count, so it gets a fresh chance to be chosen (`restart_below=0` turns restarts off).
+    """
+    vocab = counts.shape[0]
+    one_hot = jax.nn.one_hot(codes, vocab, dtype=z.dtype)  # (N, V)
+    counts = decay * counts + (1 - decay) * one_hot.sum(0)
+    sums = decay * sums + (1 - decay) * (one_hot.T @ z)
+    mean_count = z.shape[0] / vocab
+    dead = counts < restart_below * mean_count
+    picks = jax.random.randint(rng, (vocab,), 0, z.shape[0])
+    counts = jnp.where(dead, mean_count, counts)
+    sums = jnp.where(dead[:, None], z[picks] * mean_count, sums)
+    total = counts.sum()
+    smoothed = (counts + eps) / (total + vocab * eps) * total  # Laplace smoothing
+    return counts, sums, sums / smoothed[:, None], dead

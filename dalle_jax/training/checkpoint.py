@@ -1,0 +1,81 @@
+"""orbax checkpoints of a run: the train state (sharded arrays) and the data iterator position.
+
+`workdir/checkpoints/<step>/{state, data}`; keeps the newest `keep` (async writes, atomic
+renames). The resolved config is written beside them as `workdir/config.json`, and the workdir's
+`tokenizer.json` completes what sampling and evaluation need.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import ml_collections
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "config.json"
+
+
+class Checkpointer:
+    """Saves and restores `(state, data_state)` under `workdir/checkpoints`."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 enable_async_checkpointing=async_save),
+        )
+
+    def latest_step(self) -> int | None:
+        """The newest saved step, or None."""
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: dict, data_state: dict | None = None, *, force: bool = False) -> None:
+        """Starts writing step `step` (returns before the write ends when async)."""
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_state is not None:
+            items["data"] = ocp.args.JsonSave(data_state)
+        self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+    def restore(self, abstract_state: dict, step: int | None = None, *,
+                with_data: bool = True) -> tuple[dict, dict | None]:
+        """(state placed on the shardings of `abstract_state`, data state or None)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        have_data = with_data and os.path.isdir(os.path.join(self.directory, str(step), "data"))
+        if have_data:
+            items["data"] = ocp.args.JsonRestore()
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        logging.info("restored step %d from %s", step, self.directory)
+        return restored["state"], restored["data"] if have_data else None
+
+    def wait(self) -> None:
+        """Blocks until pending async writes are done."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finishes writes and releases the manager."""
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes the resolved config as JSON into the workdir."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    with open(path, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    return path
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run in `workdir` was trained with; a clear error if there is none."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: is it a training workdir?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))

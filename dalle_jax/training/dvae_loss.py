@@ -1,0 +1,69 @@
+"""The stage-1 objective: the paper's ELBO (gumbel) or the VQ-VAE loss, per pixel value.
+
+Gumbel: loss = E_batch[ −ln p(x | z) + β·KL(q(z | x) ‖ uniform) ] / (H·W·C), the reconstruction term
+a logit-Laplace likelihood of the mapped pixels and z a gumbel-softmax sample at temperature τ.
+VQ: loss = E_batch[ −ln p(x | e(z)) ] / (H·W·C) + commitment · ‖z − sg(e)‖²; the codebook moves by
+EMA outside the gradient (`quantizers.ema_update`), fed by the aux outputs returned here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from dalle_jax.models import pixels
+from dalle_jax.models.image_tokenizer import ImageTokenizer
+from dalle_jax.models.quantizers import commitment_loss, gumbel_softmax, kl_to_uniform
+
+
+def code_stats(codes: jax.Array, vocab_size: int) -> dict[str, jax.Array]:
+    """Perplexity of the code histogram and share of codes used at least once."""
+    counts = jnp.bincount(codes.reshape(-1), length=vocab_size).astype(jnp.float32)
+    p = counts / counts.sum()
+    entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+    return {"perplexity": jnp.exp(entropy), "codes_used": jnp.mean(counts > 0)}
+
+
+def bits_per_dim(nll_nats_per_dim: jax.Array, eps: float = pixels.EPS) -> jax.Array:
+    """Bits per 8-bit pixel value of a density on mapped pixels.
+
+    −log2 of the probability of the 1/256-wide bin: the density moved back to [0, 1] (Jacobian
+    1 − 2ε per value) and 8 bits for the bin width.
+    """
+    return (nll_nats_per_dim - math.log(1 - 2 * eps)) / math.log(2) + 8.0
+
+
+def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
+              temperature: jax.Array, beta: jax.Array, straight_through: bool = False,
+              commitment: float = 0.25) -> tuple[jax.Array, dict]:
+    """(loss, aux): aux holds per-dim ELBO terms, MSE, code stats and, for VQ, z and codes."""
+    x = pixels.to_unit(images_uint8)
+    x_mapped = pixels.map_pixels(x)
+    dims = math.prod(x.shape[1:])
+    enc = model.encoder(x_mapped)  # (B, g, g, V) logits, or (B, g, g, D) vectors for vq
+    aux = {}
+    if model.codebook is None:
+        z = gumbel_softmax(enc, temperature, rng, hard=straight_through)
+        stats = model.decoder(z)
+        kl = jnp.mean(jnp.sum(kl_to_uniform(enc), axis=(1, 2))) / dims
+        codes = jnp.argmax(enc, axis=-1)
+        aux["kl"] = kl
+    else:
+        codes, z_q = model.codebook(enc)
+        stats = model.decoder(z_q)
+        kl = jnp.zeros(())
+        aux["commitment"] = commitment_loss(enc, z_q)
+        aux["z"], aux["codes"] = enc.reshape(-1, enc.shape[-1]), codes.reshape(-1)
+    mu, log_b = pixels.split_stats(stats)
+    nll = jnp.mean(jnp.sum(pixels.logit_laplace_nll(x_mapped, mu, log_b), axis=(1, 2, 3))) / dims
+    loss = nll + beta * kl + (commitment * aux["commitment"] if "commitment" in aux else 0.0)
+    recon = pixels.reconstruction(mu)
+    aux.update(
+        nll=nll,
+        elbo_bpd=bits_per_dim(nll + kl),
+        mse=jnp.mean(jnp.square(recon - x)),
+        **code_stats(codes, model.vocab_size),
+    )
+    return loss, aux

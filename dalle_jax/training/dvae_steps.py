@@ -1,0 +1,113 @@
+"""Jitted stage-1 steps: a train step (loss, AdamW, parameter EMA, VQ codebook EMA) and an eval step.
+
+Both take and return sharded global arrays: the state on the shardings of `StateSpec`, images split
+over the mesh's batch axes. The train state is donated. A non-finite loss leaves the state as it
+was and says so in the metrics (`finite` = 0), so the loop can stop or count it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dalle_jax.models import pixels
+from dalle_jax.models.quantizers import ema_update as codebook_ema, kl_to_uniform
+from dalle_jax.parallel.mesh import batch_sharding
+from dalle_jax.parallel.partitioning import replicated
+from dalle_jax.training import train_state
+from dalle_jax.training.dvae_loss import bits_per_dim, dvae_loss
+
+
+def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
+                    schedules: dict[str, optax.Schedule]):
+    """`step(state, images_uint8) → (state, metrics)`, jitted with explicit shardings."""
+    base_key = jax.random.key(config.train.seed)
+    vq = config.model.quantizer == "vq"
+
+    def step(state, images):
+        t = state["step"]
+        rng, restart_rng = jax.random.split(jax.random.fold_in(base_key, t))
+        temperature, beta = schedules["temperature"](t), schedules["beta"](t)
+
+        def loss_fn(params):
+            model = spec.merge(params, state["extra"])
+            return dvae_loss(model, images, rng, temperature=temperature, beta=beta,
+                             straight_through=config.gumbel.straight_through,
+                             commitment=config.vq.commitment)
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new = {"step": t + 1, "params": params, "opt_state": opt_state,
+               "ema": train_state.ema_update(state["ema"], params, config.optimizer.ema_decay),
+               "extra": state["extra"]}
+        metrics = {k: v for k, v in aux.items() if k not in ("z", "codes")}
+        if vq:
+            cb = state["extra"]["codebook"]
+            counts, sums, codebook, dead = codebook_ema(
+                cb["counts"], cb["sums"], aux["z"], aux["codes"], restart_rng,
+                decay=config.vq.ema_decay, eps=config.vq.ema_eps,
+                restart_below=config.vq.restart_below)
+            new["extra"] = {"codebook": {"counts": counts, "sums": sums, "codebook": codebook}}
+            metrics["codes_restarted"] = jnp.sum(dead)
+        finite = jnp.isfinite(loss)
+        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+        new["step"] = t + 1  # a skipped update still advances the step and the data
+        metrics.update(loss=loss, finite=finite.astype(jnp.float32), grad_norm=optax.global_norm(grads),
+                       temperature=temperature, beta=beta,
+                       learning_rate=schedules["learning_rate"](t))
+        return new, metrics
+
+    return jax.jit(
+        step,
+        in_shardings=(spec.shardings, batch_sharding(spec.mesh, 4)),
+        out_shardings=(spec.shardings, replicated(spec.mesh)),
+        donate_argnums=0,
+    )
+
+
+def make_eval_step(spec: train_state.StateSpec, vocab_size: int):
+    """`eval(params, extra, images) → sums` over a batch with argmax (hard) codes.
+
+    Sums: `count` images, `mse` and `psnr` (per image, summed), `nll` and `kl` (nats per pixel
+    value, summed over images), and `code_counts` (vocab,).
+    """
+
+    def run(params, extra, images):
+        model = spec.merge(params, extra)
+        x = pixels.to_unit(images)
+        dims = math.prod(x.shape[1:])
+        enc = model.encoder_output(x)
+        codes = model.encode(x)
+        mu, log_b = pixels.split_stats(model.decode_stats(codes))
+        nll = jnp.sum(pixels.logit_laplace_nll(pixels.map_pixels(x), mu, log_b), axis=(1, 2, 3)) / dims
+        if model.codebook is None:
+            kl = jnp.sum(kl_to_uniform(enc), axis=(1, 2)) / dims
+        else:  # a deterministic posterior against the uniform prior: ln V per position
+            kl = jnp.full(x.shape[:1], codes[0].size * math.log(vocab_size) / dims)
+        mse = jnp.mean(jnp.square(pixels.reconstruction(mu) - x), axis=(1, 2, 3))
+        return {"count": jnp.float32(x.shape[0]), "mse": mse.sum(),
+                "psnr": jnp.sum(10 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10))),
+                "nll": nll.sum(), "kl": kl.sum(),
+                "code_counts": jnp.bincount(codes.reshape(-1), length=vocab_size)}
+
+    return jax.jit(run, in_shardings=(spec.shardings["ema"], spec.shardings["extra"],
+                                      batch_sharding(spec.mesh, 4)),
+                   out_shardings=replicated(spec.mesh))
+
+
+def summarize(sums: dict) -> dict[str, float]:
+    """Eval sums over batches → PSNR, MSE, ELBO bits per dimension, code perplexity and usage."""
+    n = float(sums["count"])
+    counts = jnp.asarray(sums["code_counts"], jnp.float32)
+    p = counts / counts.sum()
+    entropy = float(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
+    nll, kl = float(sums["nll"]) / n, float(sums["kl"]) / n
+    return {"psnr": float(sums["psnr"]) / n, "mse": float(sums["mse"]) / n,
+            "nll": nll, "kl": kl, "elbo_bpd": float(bits_per_dim(nll + kl)),
+            "perplexity": math.exp(entropy), "codes_used": float(jnp.mean(counts > 0)),
+            "images": n}

@@ -1,0 +1,60 @@
+"""Metric logging: JSON lines always, TensorBoard summaries, one place for both."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+import numpy as np
+
+
+class MetricWriter:
+    """Appends `{"step", "split", name: value…}` to `workdir/metrics.jsonl` and writes TensorBoard scalars."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int | None = None):
+        """`resume_step`: drop records logged after this step (a run resumed from its checkpoint
+        logs those steps again, so the file keeps one curve)."""
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if resume_step is not None and os.path.exists(self.path):
+            kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
+            with open(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+        self._file = open(self.path, "a")
+        self._tb = None
+        if tensorboard:
+            import tensorflow as tf  # only for tf.summary; already a dependency of data preparation
+
+            self._tf = tf
+            self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, split: str, values: Mapping[str, float]) -> dict:
+        """Logs scalar `values` at `step` under `split` ('train', 'eval', …); returns the record."""
+        record = {"step": int(step), "split": split}
+        record.update({k: float(np.asarray(v)) for k, v in values.items()})
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            with self._tb.as_default(step=int(step)):
+                for k, v in record.items():
+                    if k not in ("step", "split"):
+                        self._tf.summary.scalar(f"{split}/{k}", v)
+            self._tb.flush()
+        return record
+
+    def close(self) -> None:
+        """Flushes and closes both outputs."""
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str, split: str | None = None) -> list[dict]:
+    """The records of `workdir/metrics.jsonl` (optionally of one split)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if split is None or r["split"] == split]

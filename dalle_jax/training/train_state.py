@@ -1,0 +1,90 @@
+"""The train state as a pytree of pure dicts, created directly on the mesh with its shardings.
+
+state = {
+  "step":     int32 scalar,
+  "params":   model parameters (nnx.Param), sharded by the config's logical-axis rules,
+  "opt_state": optax state, each moment sharded like its parameter,
+  "ema":      exponential moving average of the parameters (used for evaluation and sampling),
+  "extra":    other model variables updated outside the optimizer (a VQ codebook), or {},
+}
+Functions of the state rebuild the module with `nnx.merge(graphdef, params, extra)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from dalle_jax.parallel.partitioning import replicated, state_shardings
+
+
+@dataclasses.dataclass(frozen=True)
+class StateSpec:
+    """What a jitted step needs besides the state: the module graph, optimizer and shardings."""
+
+    graphdef: Any
+    tx: optax.GradientTransformation
+    shardings: dict
+    mesh: Mesh
+
+    def merge(self, params: dict, extra: dict) -> nnx.Module:
+        """The module carrying `params` and `extra`."""
+        return nnx.merge(self.graphdef, params, extra) if extra else nnx.merge(self.graphdef, params)
+
+
+def adamw(optimizer: ml_collections.ConfigDict, learning_rate: optax.Schedule,
+          decay_mask: Callable | None = None) -> optax.GradientTransformation:
+    """AdamW from `config.optimizer` (b1, b2, eps, weight_decay, optional grad_clip_norm)."""
+    parts = []
+    if optimizer.get("grad_clip_norm"):
+        parts.append(optax.clip_by_global_norm(optimizer.grad_clip_norm))
+    parts.append(optax.adamw(learning_rate, b1=optimizer.b1, b2=optimizer.b2, eps=optimizer.eps,
+                             weight_decay=optimizer.weight_decay, mask=decay_mask))
+    return optax.chain(*parts)
+
+
+def create(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation, mesh: Mesh,
+           rules: dict, extra_filter=None) -> tuple[StateSpec, dict]:
+    """Builds the model under `jit` straight into its shardings; returns (spec, state)."""
+    filters = (nnx.Param,) + ((extra_filter,) if extra_filter is not None else ())
+
+    def split(model):
+        graphdef, params, *extra = nnx.split(model, *filters)
+        return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(extra[0]) if extra else {}
+
+    abstract = nnx.eval_shape(model_fn)
+    graphdef, _, _ = split(abstract)
+    abstract_params = nnx.split(abstract, *filters)[1]
+    param_sh = state_shardings(abstract_params, rules, mesh)
+    extra_sh = state_shardings(nnx.split(abstract, *filters)[2], rules, mesh) if extra_filter else {}
+    abstract_opt = jax.eval_shape(tx.init, nnx.to_pure_dict(abstract_params))
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
+                                   transform_non_params=lambda _: replicated(mesh))
+    shardings = {"step": replicated(mesh), "params": param_sh, "opt_state": opt_sh,
+                 "ema": param_sh, "extra": extra_sh}
+
+    def init():
+        _, params, extra = split(model_fn())
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+                "ema": jax.tree.map(jnp.copy, params), "extra": extra}
+
+    state = jax.jit(init, out_shardings=shardings)()
+    return StateSpec(graphdef, tx, shardings, mesh), state
+
+
+def ema_update(ema: dict, params: dict, decay: float) -> dict:
+    """decay · ema + (1 − decay) · params, leaf by leaf."""
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def abstract_state(spec: StateSpec, state_like: dict) -> dict:
+    """ShapeDtypeStructs with shardings, the restore target for a checkpoint of this state."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        state_like, spec.shardings)
