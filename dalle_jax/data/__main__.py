@@ -3,8 +3,9 @@
   python -m dalle_jax.data prepare --dataset=shapes --data_dir=DIR [--resolution=64] [--num_train=N]
   python -m dalle_jax.data prepare --dataset=image_text_folder --source=PATH --data_dir=DIR [--name=NAME]
   python -m dalle_jax.data inspect --config=configs/data.py:tiny --workdir=DIR [--num_batches=4]
+  python -m dalle_jax.data encode --dvae_workdir=DIR --dataset=shapes --data_dir=DIR [--splits=train,validation]
 
-`prepare` ends by printing one JSON line; `inspect` prints a JSON summary and writes a PNG grid.
+`prepare` and `encode` end by printing one JSON line; `inspect` prints a JSON summary and writes a PNG grid.
 Bad values get a one-line error and exit status 2.
 """
 
@@ -16,7 +17,7 @@ import sys
 
 from dalle_jax.cli import fail, parse_flags
 
-USAGE = "usage: python -m dalle_jax.data {prepare,inspect} [flags]  (--help on each)"
+USAGE = "usage: python -m dalle_jax.data {prepare,inspect,encode} [flags]  (--help on each)"
 
 
 def prepare_main(argv: list[str]) -> None:
@@ -67,7 +68,30 @@ def inspect_main(argv: list[str]) -> None:
     print(json.dumps(summary))
 
 
-COMMANDS = {"prepare": prepare_main, "inspect": inspect_main}
+def encode_main(argv: list[str]) -> None:
+    """`encode`: a prepared dataset's images → stage-1 codes, written as the `image_codes` dataset."""
+    p = argparse.ArgumentParser(prog="python -m dalle_jax.data encode")
+    p.add_argument("--dvae_workdir", required=True, help="a trained stage-1 workdir")
+    p.add_argument("--dataset", required=True, help="the prepared dataset to encode")
+    p.add_argument("--data_dir", required=True, help="where it is prepared (and where codes go)")
+    p.add_argument("--config", help="its prepared config, if it has several")
+    p.add_argument("--splits", help="comma-separated splits (default: all)")
+    p.add_argument("--out_data_dir", help="write the codes here instead of --data_dir")
+    p.add_argument("--batch_size", type=int, default=64, help="images per encoder call")
+    args = p.parse_args(argv)
+    from dalle_jax.data.image_codes import image_codes
+
+    try:
+        summary = image_codes.prepare(
+            args.dvae_workdir, args.dataset, args.data_dir, config=args.config,
+            splits=tuple(s for s in (args.splits or "").split(",") if s) or None,
+            out_data_dir=args.out_data_dir, batch_size=args.batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    print(json.dumps(summary))
+
+
+COMMANDS = {"prepare": prepare_main, "inspect": inspect_main, "encode": encode_main}
 
 
 def main(argv: list[str]) -> None:

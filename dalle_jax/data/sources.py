@@ -12,7 +12,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-OUR_DATASETS = ("shapes", "image_text_folder")
+OUR_DATASETS = ("shapes", "image_text_folder", "image_codes")
 
 
 class DatasetNotFoundError(ValueError):

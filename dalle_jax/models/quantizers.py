@@ -74,7 +74,9 @@ class VectorQuantizer(nnx.Module):
     def __init__(self, vocab_size: int, dim: int, *, rngs: nnx.Rngs):
         init = jax.random.normal(rngs.params(), (vocab_size, dim), jnp.float32)
         self.codebook = CodebookVar(init, out_sharding=("vocab", "embed"))
-        self.counts = CodebookVar(jnp.ones((vocab_size,), jnp.float32), out_sharding=("vocab",))
+        # Counts start at zero: every code is "dead" at the first update and restarted from that
+        # batch's encoder outputs (a data-dependent initialisation), unless assigned.
+        self.counts = CodebookVar(jnp.zeros((vocab_size,), jnp.float32), out_sharding=("vocab",))
         self.sums = CodebookVar(init, out_sharding=("vocab", "embed"))
 
     def __call__(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:

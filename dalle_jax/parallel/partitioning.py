@@ -16,6 +16,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+# Mesh axes a rule may name; a mesh may leave some out (they then count as size 1).
+MESH_AXES = ("data", "fsdp", "tensor")
+
 
 def resolve_spec(logical: PartitionSpec | tuple, shape: tuple[int, ...],
                  rules: Mapping[str, Any], mesh: Mesh) -> PartitionSpec:
@@ -29,6 +32,8 @@ def resolve_spec(logical: PartitionSpec | tuple, shape: tuple[int, ...],
         kept = []
         size = 1
         for axis in axes:
+            if axis not in mesh.shape and axis in MESH_AXES:
+                continue  # a mesh without this axis: size 1, nothing to split
             if axis not in mesh.shape:
                 raise ValueError(f"partitioning rule {name!r} → {axis!r}: the mesh has no axis "
                                  f"{axis!r} (axes {tuple(mesh.shape)})")

@@ -43,7 +43,7 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
         updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"step": t + 1, "params": params, "opt_state": opt_state,
-               "ema": train_state.ema_update(state["ema"], params, config.optimizer.ema_decay),
+               "ema": train_state.ema_update(state["ema"], params, config.optimizer.ema_decay, t),
                "extra": state["extra"]}
         metrics = {k: v for k, v in aux.items() if k not in ("z", "codes")}
         if vq:

@@ -79,9 +79,14 @@ def create(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation,
     return StateSpec(graphdef, tx, shardings, mesh), state
 
 
-def ema_update(ema: dict, params: dict, decay: float) -> dict:
-    """decay · ema + (1 − decay) · params, leaf by leaf."""
-    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+def ema_update(ema: dict, params: dict, decay: float, step: jax.Array | None = None) -> dict:
+    """d · ema + (1 − d) · params, leaf by leaf, with d = min(decay, (1 + step) / (10 + step)).
+
+    The warm-up of d (as in TensorFlow's moving averages with `num_updates`) keeps the average of
+    a short or young run from being mostly the initial parameters.
+    """
+    d = decay if step is None else jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
 
 
 def abstract_state(spec: StateSpec, state_like: dict) -> dict:

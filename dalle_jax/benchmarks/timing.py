@@ -1,0 +1,37 @@
+"""Timing helpers: a measured matmul peak and the FLOPs XLA counts for a compiled function."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def time_calls(fn: Callable[[], object], *, warmup: int = 1, min_seconds: float = 3.0,
+               min_calls: int = 3) -> float:
+    """Median-free simple timing: seconds per call over at least `min_calls` and `min_seconds`."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < min_seconds:
+        jax.block_until_ready(fn())
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+def matmul_peak(n: int = 2048, dtype=jnp.float32, seconds: float = 3.0) -> float:
+    """FLOP/s of a jitted n×n×n matmul on the default device: the machine's practical peak."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    f = jax.jit(jnp.matmul)
+    return 2 * n**3 / time_calls(lambda: f(a, b), min_seconds=seconds)
+
+
+def compiled_flops(jitted, *args) -> float:
+    """FLOPs of one call as XLA's cost analysis counts them (0 if it does not say)."""
+    cost = jitted.lower(*args).compile().cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))

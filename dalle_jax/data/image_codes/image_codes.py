@@ -1,0 +1,128 @@
+"""`image_codes`: the codes a trained stage-1 model gives every image of a prepared dataset.
+
+    python -m dalle_jax.data encode --dvae_workdir=workdirs/dvae_shapes --dataset=shapes --data_dir=data
+
+writes `DATA_DIR/image_codes/<source>-<dvae step>-<digest>/1.0.0/` with, per record, `codes`
+(g, g) int32, `caption` (all caption lines of the source record) and `index` (its position in the
+source split), so stage 2 reads codes and never runs the encoder while it trains. Images are
+encoded in batches on the mesh with the parameter EMA, argmax codes (no gumbel noise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dalle_jax.data import sources
+from dalle_jax.data.captions import caption_lines
+from dalle_jax.data.imaging import resize_center_crop
+from dalle_jax.data.loader import lookup_field
+from dalle_jax.data.summary import prepared_summary
+
+
+@dataclasses.dataclass(eq=False)
+class CodesConfig(tfds.core.BuilderConfig):
+    """Where the images come from and which model encodes them."""
+
+    source_dataset: str = "shapes"
+    source_data_dir: str = "data"
+    source_config: str = ""
+    dvae_workdir: str = ""
+    dvae_step: int = 0
+    grid: int = 8
+    vocab_size: int = 512
+    resolution: int = 64
+    image_key: str = "image"
+    caption_key: str = "caption"
+    batch_size: int = 64
+    splits: tuple = ("train",)
+
+
+class ImageCodes(tfds.core.GeneratorBasedBuilder):
+    """Image codes with their captions."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [CodesConfig(name="placeholder", description="use prepare()")]
+
+    def __init__(self, *, codec=None, **kwargs):
+        super().__init__(**kwargs)
+        self.codec = codec  # an ImageCodec; needed only to generate
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        cfg = self.builder_config
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=tfds.features.FeaturesDict({
+                "codes": tfds.features.Tensor(shape=(cfg.grid, cfg.grid), dtype=np.int32),
+                "caption": tfds.features.Text(),
+                "index": np.int64,
+            }),
+            metadata=tfds.core.MetadataDict(vocab_size=cfg.vocab_size, grid=cfg.grid,
+                                            dvae_workdir=cfg.dvae_workdir, dvae_step=cfg.dvae_step),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {split: self._generate_examples(split) for split in self.builder_config.splits}
+
+    def _image(self, record) -> np.ndarray:
+        r = self.builder_config.resolution
+        image = np.asarray(lookup_field(record, self.builder_config.image_key))
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        if image.shape != (r, r, 3) or image.dtype != np.uint8:
+            image = resize_center_crop(Image.fromarray(image), r)
+        return image
+
+    def _generate_examples(self, split: str):
+        cfg = self.builder_config
+        source = sources.open_split(cfg.source_dataset, cfg.source_data_dir, split, cfg.source_config or None)
+        n = len(source)
+        for start in tqdm(range(0, n, cfg.batch_size), desc=f"encoding {split}", unit="batch"):
+            records = [source[i] for i in range(start, min(n, start + cfg.batch_size))]
+            codes = self.codec.encode(np.stack([self._image(r) for r in records]))
+            for offset, (record, c) in enumerate(zip(records, codes)):
+                caption = "\n".join(caption_lines(lookup_field(record, cfg.caption_key)))
+                yield start + offset, {"codes": c.astype(np.int32), "caption": caption,
+                                       "index": start + offset}
+
+
+def prepare(dvae_workdir: str, dataset: str, data_dir: str, *, config: str | None = None,
+            splits: tuple[str, ...] | None = None, out_data_dir: str | None = None,
+            batch_size: int = 64) -> dict:
+    """Encodes `splits` (default: all) of a prepared dataset with a stage-1 workdir; summary out."""
+    from dalle_jax.training.dvae_inference import ImageCodec
+
+    codec = ImageCodec.load(dvae_workdir)
+    c = codec.config
+    source = sources.open_builder(dataset, data_dir, config)
+    have = sorted(source.info.splits)
+    splits = tuple(splits or have)
+    missing = [s for s in splits if s not in have]
+    if missing:
+        raise ValueError(f"dataset {dataset!r} has no split(s) {missing}; it has {have}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size={batch_size} must be positive")
+    source_config = source.builder_config.name if source.builder_config else ""
+    options = dict(source_dataset=dataset, source_data_dir=os.path.abspath(data_dir),
+                   source_config=source_config or (config or ""),
+                   dvae_workdir=os.path.abspath(dvae_workdir), dvae_step=codec.step,
+                   grid=c.data.resolution // 8, vocab_size=c.model.vocab_size,
+                   resolution=c.data.resolution, image_key=c.data.image_key,
+                   caption_key=c.data.caption_key, splits=splits)
+    digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:6]
+    name = f"{dataset}-{c.data.resolution}px-step{codec.step}-{digest}"
+    builder = ImageCodes(config=CodesConfig(name=name, batch_size=batch_size, **options),
+                         data_dir=out_data_dir or data_dir, codec=codec)
+    if not builder.is_prepared():
+        builder.download_and_prepare(file_format="array_record")
+    return prepared_summary("image_codes", name, builder.data_dir,
+                            {s: info.num_examples for s, info in builder.info.splits.items()}, {})

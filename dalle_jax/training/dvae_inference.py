@@ -1,0 +1,77 @@
+"""A trained stage-1 workdir as an image tokenizer: `encode(images) → codes`, `decode(codes) → images`.
+
+    tok = ImageCodec.load("workdirs/dvae_shapes")
+    codes = tok.encode(images_uint8)      # (B, g, g) int32, argmax codes, no gumbel noise
+    images = tok.decode(codes)            # (B, 8g, 8g, 3) float in [0, 1]
+
+Both are jitted once per batch shape and run batch-sharded over the mesh (a batch that does not
+divide over the batch shards is padded and trimmed). The parameter EMA is what gets used.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dalle_jax.parallel.mesh import batch_sharding, make_mesh, num_batch_shards
+from dalle_jax.training import checkpoint, dvae_trainer, train_state
+
+
+class ImageCodec:
+    """Encoder and decoder of a restored stage-1 model on a mesh."""
+
+    def __init__(self, spec: train_state.StateSpec, state: dict, *, step: int):
+        self.spec = spec
+        self.mesh = spec.mesh
+        self.step = step
+        self.model = spec.merge(state["ema"], state["extra"])
+        self.model_state = {"ema": state["ema"], "extra": state["extra"]}
+        self.grid_scale = 8
+        self._encode = jax.jit(lambda m, x: m.encode(x.astype(jnp.float32) / 255.0))
+        self._decode = jax.jit(lambda m, c: m.decode(c))
+
+    @classmethod
+    def load(cls, workdir: str, *, mesh_axes: dict | None = None, step: int | None = None) -> "ImageCodec":
+        """Restores the newest (or `step`) checkpoint of a stage-1 workdir."""
+        config = checkpoint.load_config(workdir)
+        if config.model.family != "dvae":
+            raise ValueError(f"{workdir} holds a {config.model.family!r} model, not a dvae")
+        ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it first")
+        mesh = make_mesh(mesh_axes or {"data": -1})
+        spec, state = dvae_trainer.build(config, mesh)
+        state, _ = ckpt.restore(train_state.abstract_state(spec, state), step, with_data=False)
+        ckpt.close()
+        codec = cls(spec, state, step=step)
+        codec.config = config
+        return codec
+
+    def _sharded(self, x: np.ndarray) -> tuple[jax.Array, int]:
+        n = len(x)
+        shards = num_batch_shards(self.mesh)
+        pad = (-n) % shards
+        if pad:
+            x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+        return jax.device_put(x, batch_sharding(self.mesh, x.ndim)), n
+
+    def encode(self, images_uint8: np.ndarray) -> np.ndarray:
+        """uint8 images (B, H, W, 3), H and W multiples of 8 → int32 codes (B, H/8, W/8)."""
+        images_uint8 = np.asarray(images_uint8)
+        if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3:
+            raise ValueError(f"images must be (B, H, W, 3), got {images_uint8.shape}")
+        x, n = self._sharded(images_uint8)
+        return np.asarray(self._encode(self.model, x))[:n]
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """int codes (B, g, g) → float images in [0, 1] (B, 8g, 8g, 3)."""
+        codes = np.asarray(codes)
+        vocab = self.model.vocab_size
+        if codes.ndim != 3:
+            raise ValueError(f"codes must be (B, g, g), got {codes.shape}")
+        if codes.size and (codes.min() < 0 or codes.max() >= vocab):
+            raise ValueError(f"codes must lie in [0, {vocab}), got [{codes.min()}, {codes.max()}]")
+        c, n = self._sharded(codes.astype(np.int32))
+        return np.asarray(self._decode(self.model, c))[:n]

@@ -1,0 +1,120 @@
+"""Stage-1 pieces against their definitions: likelihood, blocks, quantizers, schedules."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dalle_jax.models import pixels
+from dalle_jax.models.dvae import Encoder, ResBlock
+from dalle_jax.models.image_tokenizer import ImageTokenizer
+from dalle_jax.models.quantizers import (ema_update, gumbel_softmax, kl_to_uniform, nearest_codes,
+                                         straight_through)
+from dalle_jax.training.schedules import cosine
+
+
+def test_logit_laplace_is_the_papers_density():
+    x = np.linspace(0.1, 0.9, 7)
+    mu, b = 0.3, 0.7
+    nll = pixels.logit_laplace_nll(jnp.asarray(x), jnp.full(7, mu), jnp.full(7, math.log(b)))
+    logit = np.log(x / (1 - x))
+    want = np.exp(-np.abs(logit - mu) / b) / (2 * b * x * (1 - x))
+    np.testing.assert_allclose(np.exp(-np.asarray(nll)), want, rtol=1e-5)
+
+
+def test_logit_laplace_integrates_to_one():
+    x = np.linspace(1e-6, 1 - 1e-6, 400_001)
+    nll = pixels.logit_laplace_nll(jnp.asarray(x), jnp.full_like(x, 0.4), jnp.full_like(x, -0.5))
+    assert abs(np.trapezoid(np.exp(-np.asarray(nll, np.float64)), x) - 1.0) < 1e-3
+
+
+def test_reconstruction_inverts_the_map():
+    x = jnp.linspace(0, 1, 11)
+    mu = jnp.log(pixels.map_pixels(x)) - jnp.log1p(-pixels.map_pixels(x))
+    np.testing.assert_allclose(pixels.reconstruction(mu), x, atol=1e-5)
+
+
+def test_block_is_identity_plus_scaled_residual():
+    block = ResBlock(8, 8, n_blocks=4, kernels=(3, 3, 3, 1), rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 8))
+    h = x
+    for i in range(4):
+        h = block.res_path[f"conv_{i + 1}"](jax.nn.relu(h))
+    np.testing.assert_allclose(block(x), x + h / 16, rtol=1e-5, atol=1e-6)
+    assert block.id_path is None
+    assert ResBlock(8, 16, 4, (1, 3, 3, 3), rngs=nnx.Rngs(0)).id_path.w.shape == (1, 1, 8, 16)
+
+
+def test_encoder_downsamples_by_eight_and_names_bad_shapes():
+    enc = Encoder(n_hid=8, n_blk_per_group=1, vocab_size=32, rngs=nnx.Rngs(0))
+    assert enc(jnp.zeros((1, 24, 40, 3))).shape == (1, 3, 5, 32)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        enc(jnp.zeros((1, 20, 20, 3)))
+    with pytest.raises(ValueError, match="channels|3\\)"):
+        enc(jnp.zeros((1, 16, 16, 1)))
+
+
+def test_bad_quantizer_is_named():
+    with pytest.raises(ValueError, match="'kmeans'"):
+        ImageTokenizer(quantizer="kmeans", rngs=nnx.Rngs(0))
+
+
+def test_gumbel_softmax_cold_is_one_hot_and_hard_passes_soft_gradient():
+    logits = jax.random.normal(jax.random.key(0), (64, 10))
+    cold = gumbel_softmax(logits, 1e-3, jax.random.key(1))
+    np.testing.assert_allclose(cold.max(-1), 1.0, atol=1e-3)
+    hard = gumbel_softmax(logits, 0.5, jax.random.key(1), hard=True)
+    assert set(np.unique(np.asarray(hard))) <= {0.0, 1.0}
+    np.testing.assert_array_equal(hard.argmax(-1), cold.argmax(-1))
+    w = jnp.arange(10.0)
+    g_hard = jax.grad(lambda l: jnp.sum(gumbel_softmax(l, 0.5, jax.random.key(1), hard=True) * w))(logits)
+    g_soft = jax.grad(lambda l: jnp.sum(gumbel_softmax(l, 0.5, jax.random.key(1)) * w))(logits)
+    np.testing.assert_allclose(g_hard, g_soft, rtol=1e-5, atol=1e-7)
+    assert float(jnp.abs(g_soft).sum()) > 0
+
+
+def test_kl_to_uniform():
+    assert abs(float(kl_to_uniform(jnp.zeros(16)))) < 1e-6
+    assert abs(float(kl_to_uniform(jnp.array([100.0] + [0.0] * 15))) - math.log(16)) < 1e-4
+
+
+def test_nearest_codes_and_straight_through():
+    rng = np.random.default_rng(0)
+    codebook, z = rng.normal(size=(12, 4)).astype(np.float32), rng.normal(size=(30, 4)).astype(np.float32)
+    want = np.argmin(((z[:, None] - codebook[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(nearest_codes(jnp.asarray(z), jnp.asarray(codebook)), want)
+    e = jnp.asarray(codebook[want])
+    np.testing.assert_allclose(straight_through(jnp.asarray(z), e), e, atol=1e-6)
+    grad = jax.grad(lambda z: jnp.sum(jnp.sin(straight_through(z, e))))(jnp.asarray(z))
+    np.testing.assert_allclose(grad, jnp.cos(e), rtol=1e-6)  # d/dz passes through: f'(e)
+
+
+def test_ema_update_moves_codes_to_their_means_and_restarts_dead_ones():
+    z = jnp.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [12.0, 10.0]])
+    codes = jnp.array([0, 0, 1, 1])
+    counts, sums = jnp.ones(3), jnp.zeros((3, 2))
+    new_counts, new_sums, codebook, dead = ema_update(
+        counts, sums, z, codes, jax.random.key(0), decay=0.0, eps=0.0, restart_below=0.5)
+    np.testing.assert_allclose(codebook[:2], [[1.0, 0.0], [11.0, 10.0]], atol=1e-5)
+    np.testing.assert_array_equal(dead, [False, False, True])  # code 2 got no vector
+    assert any(np.allclose(codebook[2], v) for v in np.asarray(z))  # restarted from the batch
+    # With decay, the stats move only part of the way.
+    c2, _, _, _ = ema_update(counts, sums, z, codes, jax.random.key(0), decay=0.9, eps=1e-5,
+                             restart_below=0.0)
+    np.testing.assert_allclose(c2, 0.9 * 1 + 0.1 * np.array([2, 2, 0]), rtol=1e-6)
+
+
+def test_cosine_schedules_fall_and_rise():
+    tau = cosine(1.0, 1 / 16, 100)
+    assert float(tau(0)) == pytest.approx(1.0)
+    assert float(tau(50)) == pytest.approx((1 + 1 / 16) / 2, rel=1e-5)
+    assert float(tau(100)) == pytest.approx(1 / 16, rel=1e-5)
+    assert float(tau(10_000)) == pytest.approx(1 / 16, rel=1e-5)
+    beta = cosine(0.0, 6.6, 10)
+    assert [round(float(beta(t)), 5) for t in (0, 5, 10, 20)] == [0.0, 3.3, 6.6, 6.6]
+    assert float(beta(2)) == pytest.approx(3.3 * (1 - math.cos(math.pi * 0.2)), rel=1e-5)
+    with pytest.raises(ValueError, match="positive"):
+        cosine(1.0, 0.5, 0)
