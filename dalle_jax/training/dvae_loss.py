@@ -20,7 +20,12 @@ from dalle_jax.models.quantizers import commitment_loss, gumbel_softmax, kl_to_u
 
 def code_stats(codes: jax.Array, vocab_size: int) -> dict[str, jax.Array]:
     """Perplexity of the code histogram and share of codes used at least once."""
-    counts = jnp.bincount(codes.reshape(-1), length=vocab_size).astype(jnp.float32)
+    return usage_stats(jnp.bincount(codes.reshape(-1), length=vocab_size))
+
+
+def usage_stats(counts: jax.Array) -> dict[str, jax.Array]:
+    """Perplexity and share of codes used, from a histogram of codes (V,)."""
+    counts = jnp.asarray(counts, jnp.float32)
     p = counts / counts.sum()
     entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
     return {"perplexity": jnp.exp(entropy), "codes_used": jnp.mean(counts > 0)}

@@ -19,7 +19,7 @@ from dalle_jax.models.quantizers import ema_update as codebook_ema, kl_to_unifor
 from dalle_jax.parallel.mesh import batch_sharding
 from dalle_jax.parallel.partitioning import replicated
 from dalle_jax.training import train_state
-from dalle_jax.training.dvae_loss import bits_per_dim, dvae_loss
+from dalle_jax.training.dvae_loss import bits_per_dim, dvae_loss, usage_stats
 
 
 def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
@@ -103,11 +103,9 @@ def make_eval_step(spec: train_state.StateSpec, vocab_size: int):
 def summarize(sums: dict) -> dict[str, float]:
     """Eval sums over batches → PSNR, MSE, ELBO bits per dimension, code perplexity and usage."""
     n = float(sums["count"])
-    counts = jnp.asarray(sums["code_counts"], jnp.float32)
-    p = counts / counts.sum()
-    entropy = float(-jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)))
+    usage = usage_stats(sums["code_counts"])
     nll, kl = float(sums["nll"]) / n, float(sums["kl"]) / n
     return {"psnr": float(sums["psnr"]) / n, "mse": float(sums["mse"]) / n,
             "nll": nll, "kl": kl, "elbo_bpd": float(bits_per_dim(nll + kl)),
-            "perplexity": math.exp(entropy), "codes_used": float(jnp.mean(counts > 0)),
+            "perplexity": float(usage["perplexity"]), "codes_used": float(usage["codes_used"]),
             "images": n}
