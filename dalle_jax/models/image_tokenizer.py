@@ -54,7 +54,10 @@ class ImageTokenizer(nnx.Module):
 
     def encode(self, images: jax.Array) -> jax.Array:
         """Images in [0, 1] (B, H, W, 3) → codes (B, H/8, W/8) int32 (argmax; no gumbel noise)."""
-        out = self.encoder_output(images)
+        return self.codes_of(self.encoder_output(images))
+
+    def codes_of(self, out: jax.Array) -> jax.Array:
+        """Codes (B, g, g) int32 from an `encoder_output`: argmax logits, or nearest codebook row."""
         if self.codebook is None:
             return jnp.argmax(out, axis=-1).astype(jnp.int32)
         return nearest_codes(out, self.codebook.codebook[...]).astype(jnp.int32)

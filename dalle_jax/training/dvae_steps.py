@@ -82,7 +82,7 @@ def make_eval_step(spec: train_state.StateSpec, vocab_size: int):
         x = pixels.to_unit(images)
         dims = math.prod(x.shape[1:])
         enc = model.encoder_output(x)
-        codes = model.encode(x)
+        codes = model.codes_of(enc)  # the encoder runs once
         mu, log_b = pixels.split_stats(model.decode_stats(codes))
         nll = jnp.sum(pixels.logit_laplace_nll(pixels.map_pixels(x), mu, log_b), axis=(1, 2, 3)) / dims
         if model.codebook is None:
