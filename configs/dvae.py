@@ -40,6 +40,12 @@ def _base() -> ml_collections.ConfigDict:
         anneal_steps=150_000,
         # Feed the decoder the one-hot argmax with the soft sample's gradient.
         straight_through=False,
+        # Scale of the gumbel noise, cosine start → end over noise_steps (paper: 1 throughout, a
+        # sample of softmax(logits)). Fading it to 0 trains on the noiseless argmax codes that
+        # `encode` hands to the transformer; short runs need this (experiments/dvae_shapes).
+        start_noise=1.0,
+        end_noise=1.0,
+        noise_steps=150_000,
     ))
     c.kl = ml_collections.ConfigDict(dict(
         # KL weight β against the uniform prior, cosine 0 → 6.6 over the first 5,000 updates.
@@ -100,7 +106,7 @@ def _base() -> ml_collections.ConfigDict:
 
 def _tiny(c):
     c.model.update(vocab_size=64, n_hid=16, n_blk_per_group=1, n_init=16, embed_dim=16)
-    c.gumbel.anneal_steps = 20
+    c.gumbel.update(anneal_steps=20, end_noise=0.0, noise_steps=10)
     c.kl.anneal_steps = 10
     c.optimizer.update(learning_rate=1e-3, end_learning_rate=1e-4, decay_steps=100)
     c.train.update(num_steps=6, log_every=1, eval_every=3, eval_batches=2, image_every=3,

@@ -74,6 +74,12 @@ def test_gumbel_softmax_cold_is_one_hot_and_hard_passes_soft_gradient():
     g_soft = jax.grad(lambda l: jnp.sum(gumbel_softmax(l, 0.5, jax.random.key(1)) * w))(logits)
     np.testing.assert_allclose(g_hard, g_soft, rtol=1e-5, atol=1e-7)
     assert float(jnp.abs(g_soft).sum()) > 0
+    # Noise scaled to 0: the soft sample is softmax(logits / τ) and the hard one is the argmax.
+    quiet = gumbel_softmax(logits, 0.5, jax.random.key(1), noise_scale=0.0)
+    np.testing.assert_allclose(quiet, jax.nn.softmax(logits / 0.5), rtol=1e-5)
+    quiet_hard = gumbel_softmax(logits, 0.5, jax.random.key(1), hard=True, noise_scale=0.0)
+    np.testing.assert_array_equal(quiet_hard.argmax(-1), logits.argmax(-1))
+    assert (hard.argmax(-1) != logits.argmax(-1)).any()  # full noise does sample other codes
 
 
 def test_kl_to_uniform():
@@ -101,6 +107,12 @@ def test_ema_update_moves_codes_to_their_means_and_restarts_dead_ones():
     np.testing.assert_allclose(codebook[:2], [[1.0, 0.0], [11.0, 10.0]], atol=1e-5)
     np.testing.assert_array_equal(dead, [False, False, True])  # code 2 got no vector
     assert any(np.allclose(codebook[2], v) for v in np.asarray(z))  # restarted from the batch
+    threshold = 0.5 * len(z) / 3
+    assert float(new_counts[2]) == pytest.approx(threshold)  # restarted at the threshold
+    # Not chosen at the next step, it falls below the threshold and is restarted again at once.
+    _, _, _, dead2 = ema_update(new_counts, new_sums, z, codes, jax.random.key(1), decay=0.9,
+                                eps=0.0, restart_below=0.5)
+    assert bool(dead2[2]) and not bool(dead2[0])
     # With decay, the stats move only part of the way.
     c2, _, _, _ = ema_update(counts, sums, z, codes, jax.random.key(0), decay=0.9, eps=1e-5,
                              restart_below=0.0)

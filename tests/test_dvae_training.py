@@ -71,6 +71,7 @@ def test_resume_continues_the_same_curve(tmp_path, data_dir):
         assert r["temperature"] == pytest.approx(float(sched["temperature"](r["step"] - 1)), rel=1e-6)
         assert r["beta"] == pytest.approx(float(sched["beta"](r["step"] - 1)), rel=1e-5, abs=1e-7)
         assert r["learning_rate"] == pytest.approx(float(sched["learning_rate"](r["step"] - 1)), rel=1e-6)
+        assert r["noise_scale"] == pytest.approx(float(sched["noise_scale"](r["step"] - 1)), rel=1e-6)
     evals = read_metrics(tmp_path / "resumed", "eval")
     assert [r["step"] for r in evals] == [3, 6]
     assert set(evals[-1]) >= {"psnr", "mse", "elbo_bpd", "perplexity", "codes_used"}

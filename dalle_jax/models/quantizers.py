@@ -25,9 +25,13 @@ from flax import nnx
 # ---- gumbel ----------------------------------------------------------------------------------
 
 def gumbel_softmax(logits: jax.Array, temperature: jax.Array, rng: jax.Array, *,
-                   hard: bool = False) -> jax.Array:
-    """Relaxed one-hot sample (…, V); `hard`: one-hot forward, soft gradient (straight-through)."""
-    g = jax.random.gumbel(rng, logits.shape, logits.dtype)
+                   hard: bool = False, noise_scale: jax.Array | float = 1.0) -> jax.Array:
+    """Relaxed one-hot sample (…, V); `hard`: one-hot forward, soft gradient (straight-through).
+
+    `noise_scale` multiplies the gumbel noise: 1 is the paper's sample from softmax(logits); 0
+    gives softmax(logits / τ) itself, whose hard form is the noiseless argmax used at encoding.
+    """
+    g = noise_scale * jax.random.gumbel(rng, logits.shape, logits.dtype)
     y = jax.nn.softmax((logits + g) / temperature, axis=-1)
     if hard:
         one_hot = jax.nn.one_hot(jnp.argmax(y, axis=-1), y.shape[-1], dtype=y.dtype)
@@ -96,18 +100,19 @@ def ema_update(counts: jax.Array, sums: jax.Array, z: jax.Array, codes: jax.Arra
     """One EMA step of a codebook from a batch of vectors z (N, D) and their codes (N,).
 
     Returns (counts, sums, codebook, restarted mask). A code whose EMA count falls below
-    `restart_below` × the mean count per code is set to a random vector of the batch, with the
-    mean count, so it gets a fresh chance to be chosen (`restart_below=0` turns restarts off).
+    `restart_below` × the mean count per code is set to a random vector of the batch with a count
+    at that threshold: chosen at the next step, it grows from there; not chosen, it decays below the
+    threshold and is restarted again at once (`restart_below=0` turns restarts off).
     """
     vocab = counts.shape[0]
     one_hot = jax.nn.one_hot(codes, vocab, dtype=z.dtype)  # (N, V)
     counts = decay * counts + (1 - decay) * one_hot.sum(0)
     sums = decay * sums + (1 - decay) * (one_hot.T @ z)
-    mean_count = z.shape[0] / vocab
-    dead = counts < restart_below * mean_count
+    threshold = restart_below * z.shape[0] / vocab
+    dead = counts < threshold
     picks = jax.random.randint(rng, (vocab,), 0, z.shape[0])
-    counts = jnp.where(dead, mean_count, counts)
-    sums = jnp.where(dead[:, None], z[picks] * mean_count, sums)
+    counts = jnp.where(dead, threshold, counts)
+    sums = jnp.where(dead[:, None], z[picks] * threshold, sums)
     total = counts.sum()
     smoothed = (counts + eps) / (total + vocab * eps) * total  # Laplace smoothing
     return counts, sums, sums / smoothed[:, None], dead

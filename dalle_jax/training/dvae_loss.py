@@ -42,7 +42,7 @@ def bits_per_dim(nll_nats_per_dim: jax.Array, eps: float = pixels.EPS) -> jax.Ar
 
 def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
               temperature: jax.Array, beta: jax.Array, straight_through: bool = False,
-              commitment: float = 0.25) -> tuple[jax.Array, dict]:
+              noise_scale: jax.Array | float = 1.0, commitment: float = 0.25) -> tuple[jax.Array, dict]:
     """(loss, aux): aux holds per-dim ELBO terms, MSE, code stats and, for VQ, z and codes."""
     x = pixels.to_unit(images_uint8)
     x_mapped = pixels.map_pixels(x)
@@ -50,7 +50,7 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
     enc = model.encoder(x_mapped)  # (B, g, g, V) logits, or (B, g, g, D) vectors for vq
     aux = {}
     if model.codebook is None:
-        z = gumbel_softmax(enc, temperature, rng, hard=straight_through)
+        z = gumbel_softmax(enc, temperature, rng, hard=straight_through, noise_scale=noise_scale)
         stats = model.decoder(z)
         kl = jnp.mean(jnp.sum(kl_to_uniform(enc), axis=(1, 2))) / dims
         codes = jnp.argmax(enc, axis=-1)

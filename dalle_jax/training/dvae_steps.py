@@ -32,11 +32,13 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
         t = state["step"]
         rng, restart_rng = jax.random.split(jax.random.fold_in(base_key, t))
         temperature, beta = schedules["temperature"](t), schedules["beta"](t)
+        noise_scale = schedules["noise_scale"](t)
 
         def loss_fn(params):
             model = spec.merge(params, state["extra"])
             return dvae_loss(model, images, rng, temperature=temperature, beta=beta,
                              straight_through=config.gumbel.straight_through,
+                             noise_scale=noise_scale,
                              commitment=config.vq.commitment)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -58,7 +60,7 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
         new["step"] = t + 1  # a skipped update still advances the step and the data
         metrics.update(loss=loss, finite=finite.astype(jnp.float32), grad_norm=optax.global_norm(grads),
-                       temperature=temperature, beta=beta,
+                       temperature=temperature, beta=beta, noise_scale=noise_scale,
                        learning_rate=schedules["learning_rate"](t))
         return new, metrics
 

@@ -1,4 +1,5 @@
-"""The paper's cosine schedules as optax schedules: learning rate, gumbel temperature, KL weight.
+"""The paper's cosine schedules as optax schedules: learning rate, gumbel temperature, KL weight
+(and a gumbel-noise scale, constant 1 in the paper).
 
 Each anneals from `start` to `end` over `steps` updates along half a cosine and then stays at
 `end`; this works in both directions (the KL weight rises 0 → 6.6, the others fall).
@@ -22,10 +23,11 @@ def cosine(start: float, end: float, steps: int) -> optax.Schedule:
 
 
 def dvae_schedules(config: ml_collections.ConfigDict) -> dict[str, optax.Schedule]:
-    """{'learning_rate', 'temperature', 'beta'} of a dVAE config."""
+    """{'learning_rate', 'temperature', 'beta', 'noise_scale'} of a dVAE config."""
     o, g, k = config.optimizer, config.gumbel, config.kl
     return {
         "learning_rate": cosine(o.learning_rate, o.end_learning_rate, o.decay_steps),
         "temperature": cosine(g.start_temperature, g.end_temperature, g.anneal_steps),
         "beta": cosine(k.start_beta, k.end_beta, k.anneal_steps),
+        "noise_scale": cosine(g.start_noise, g.end_noise, g.noise_steps),
     }
