@@ -122,11 +122,14 @@ def _tiny(c):
 def _shapes(c):
     c.model.update(vocab_size=512, n_hid=32, n_blk_per_group=1, n_init=64, embed_dim=32)
     # About 0.85 s per step on 2 cores: 2,000 steps fit in half an hour. Schedules shortened to fit.
-    # Short runs: a soft sample at τ ≈ 1 tells the decoder little about the argmax code it will be
-    # given at evaluation, so this preset feeds hard one-hot samples (straight-through) and cools fast.
-    c.gumbel.update(anneal_steps=600, straight_through=True)
+    # Short runs (experiments/dvae_shapes): with the paper's full gumbel noise every position's
+    # argmax collapses onto one code while the information travels in which other code wins the
+    # gumbel-max, so argmax codes decode badly. This preset trains on hard one-hot samples
+    # (straight-through) and fades the noise to 0 with τ over 300 steps: from then on the decoder
+    # sees exactly the argmax codes that `encode` gives the transformer.
+    c.gumbel.update(anneal_steps=300, straight_through=True, end_noise=0.0, noise_steps=300)
     c.kl.anneal_steps = 200
-    c.optimizer.update(learning_rate=1e-3, end_learning_rate=1e-5, decay_steps=2_000,
+    c.optimizer.update(learning_rate=3e-4, end_learning_rate=1e-5, decay_steps=2_000,
                        ema_decay=0.99)
     c.train.update(num_steps=2_000, log_every=25, eval_every=500, eval_batches=8,
                    image_every=500, checkpoint_every=500)
