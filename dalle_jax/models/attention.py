@@ -19,8 +19,6 @@ The stream is padded to a multiple of the block size; a padding position sees on
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,11 +120,10 @@ def _blocksparse(q, k, v, mask, block):
     return out.reshape(b, length, h, d)
 
 
-@functools.lru_cache(maxsize=32)
-def _splash_kernel(mask_bytes: bytes, length: int, heads: int, block: int, interpret: bool):
+def _splash_kernel(mask: np.ndarray, heads: int, block: int, interpret: bool):
+    # Built per trace (not cached): the kernel holds its block metadata as arrays of that trace.
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
-    mask = np.frombuffer(mask_bytes, dtype=bool).reshape(length, length)
     sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                               block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
                               block_q_dq=block, block_kv_dq=block)
@@ -136,8 +133,7 @@ def _splash_kernel(mask_bytes: bytes, length: int, heads: int, block: int, inter
 
 
 def _splash(q, k, v, mask, block, interpret):
-    kernel = _splash_kernel(np.ascontiguousarray(mask).tobytes(), mask.shape[0], q.shape[2],
-                            block, interpret)
+    kernel = _splash_kernel(mask, q.shape[2], block, interpret)
     heads_first = lambda x: x.transpose(0, 2, 1, 3)  # noqa: E731  (B, H, L, D)
     out = jax.vmap(kernel)(heads_first(q), heads_first(k), heads_first(v))
     return out.transpose(0, 2, 1, 3)

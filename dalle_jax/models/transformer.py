@@ -1,0 +1,191 @@
+"""The DALL·E transformer: a decoder-only stack over one stream of text tokens then image codes.
+
+Stream (length text_len + grid², matching `attention_masks.stream_mask`): position p holds token p
+and its output predicts token p + 1. So the text positions 0 … T − 2 predict text tokens 1 … T − 1
+over the text vocabulary, and positions T − 1 … T + N − 2 predict the N image codes over the image
+vocabulary (the last text position is where the image begins). Logits are computed only over the
+vocabulary a position can emit.
+
+Embeddings (paper §2.2, appendix B): text tokens plus a learned position per text slot, where a
+padding token at slot i is replaced by its own learned token (`text_vocab + i`); image codes plus
+learned row and column embeddings. Pre-norm residual blocks (attention, then a 4× MLP), a final
+LayerNorm. The layers' parameters are stacked on a leading `layers` axis and run under `lax.scan`
+(optionally rematerialised), each layer switching to its static attention pattern
+(`attention_masks.layer_kinds`). Parameters are float32; `dtype='bfloat16'` computes in bfloat16.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from dalle_jax.data.tokenizer import PAD_ID
+from dalle_jax.models import attention_masks
+from dalle_jax.models.attention import IMPLEMENTATIONS, attend
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_EPS = 1e-5
+
+
+def _param(rngs, shape, axes, std=0.02):
+    return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32), out_sharding=axes)
+
+
+def _zeros(shape, axes):
+    return nnx.Param(jnp.zeros(shape, jnp.float32), out_sharding=axes)
+
+
+def _ones(shape, axes):
+    return nnx.Param(jnp.ones(shape, jnp.float32), out_sharding=axes)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    """LayerNorm over the last axis, statistics in float32."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + _EPS) * scale + bias).astype(x.dtype)
+
+
+class Layers(nnx.Module):
+    """`depth` pre-norm blocks with their parameters stacked on a leading `layers` axis."""
+
+    def __init__(self, *, depth: int, width: int, heads: int, head_dim: int, mlp_ratio: int,
+                 rngs: nnx.Rngs):
+        mlp = mlp_ratio * width
+        out_std = 0.02 / np.sqrt(2 * depth)  # residual branches scaled down with depth
+        self.ln1_scale = _ones((depth, width), ("layers", "norm"))
+        self.ln1_bias = _zeros((depth, width), ("layers", "norm"))
+        self.qkv = _param(rngs, (depth, width, 3, heads, head_dim),
+                          ("layers", "embed", None, "heads", "head_dim"))
+        self.qkv_bias = _zeros((depth, 3, heads, head_dim), ("layers", None, "heads", "head_dim"))
+        self.out = _param(rngs, (depth, heads, head_dim, width),
+                          ("layers", "heads", "head_dim", "embed"), out_std)
+        self.out_bias = _zeros((depth, width), ("layers", "norm"))
+        self.ln2_scale = _ones((depth, width), ("layers", "norm"))
+        self.ln2_bias = _zeros((depth, width), ("layers", "norm"))
+        self.mlp_in = _param(rngs, (depth, width, mlp), ("layers", "embed", "mlp"))
+        self.mlp_in_bias = _zeros((depth, mlp), ("layers", "mlp"))
+        self.mlp_out = _param(rngs, (depth, mlp, width), ("layers", "mlp", "embed"), out_std)
+        self.mlp_out_bias = _zeros((depth, width), ("layers", "norm"))
+
+    def stacked(self) -> dict[str, jax.Array]:
+        """The stacked parameter arrays by name."""
+        return {name: getattr(self, name)[...] for name in vars(self)
+                if isinstance(getattr(self, name), nnx.Param)}
+
+
+def block(p: dict, x: jax.Array, attn_fn) -> jax.Array:
+    """One pre-norm block on (B, L, W) with the parameters `p` of one layer."""
+    h = layer_norm(x, p["ln1_scale"], p["ln1_bias"])
+    qkv = jnp.einsum("blw,wthd->tblhd", h, p["qkv"]) + p["qkv_bias"][:, None, None]
+    a = attn_fn(qkv[0], qkv[1], qkv[2])
+    x = x + jnp.einsum("blhd,hdw->blw", a, p["out"]) + p["out_bias"]
+    h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
+    h = jax.nn.gelu(jnp.einsum("blw,wm->blm", h, p["mlp_in"]) + p["mlp_in_bias"])
+    return x + jnp.einsum("blm,mw->blw", h, p["mlp_out"]) + p["mlp_out_bias"]
+
+
+class DalleTransformer(nnx.Module):
+    """Text-to-image-code transformer; `__call__(text, image) → (text_logits, image_logits)`."""
+
+    def __init__(self, *, text_vocab: int, text_len: int, image_vocab: int, grid: int,
+                 width: int, depth: int, heads: int, head_dim: int, mlp_ratio: int = 4,
+                 attention: str = "dense", pattern: str = "sparse", conv_kernel: int = 11,
+                 block_size: int = 64, dtype: str = "float32", remat: bool = False,
+                 rngs: nnx.Rngs):
+        if attention not in IMPLEMENTATIONS:
+            raise ValueError(f"model.attention={attention!r}; choose one of {IMPLEMENTATIONS}")
+        if dtype not in DTYPES:
+            raise ValueError(f"model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
+        if text_len < 1 or grid < 1:
+            raise ValueError(f"need text_len ≥ 1 and grid ≥ 1, got {text_len} and {grid}")
+        self.text_vocab, self.text_len, self.image_vocab, self.grid = text_vocab, text_len, image_vocab, grid
+        self.attention, self.conv_kernel, self.block_size = attention, conv_kernel, block_size
+        self.dtype, self.remat = DTYPES[dtype], remat
+        self.kinds = attention_masks.layer_kinds(depth, pattern)
+        self.text_embed = _param(rngs, (text_vocab + text_len, width), ("vocab", "embed"))
+        self.text_pos = _param(rngs, (text_len, width), (None, "embed"))
+        self.image_embed = _param(rngs, (image_vocab, width), ("vocab", "embed"))
+        self.row_embed = _param(rngs, (grid, width), (None, "embed"))
+        self.col_embed = _param(rngs, (grid, width), (None, "embed"))
+        self.layers = Layers(depth=depth, width=width, heads=heads, head_dim=head_dim,
+                             mlp_ratio=mlp_ratio, rngs=rngs)
+        self.final_scale = _ones((width,), ("norm",))
+        self.final_bias = _zeros((width,), ("norm",))
+        self.text_head = _param(rngs, (width, text_vocab), ("embed", "vocab"))
+        self.image_head = _param(rngs, (width, image_vocab), ("embed", "vocab"))
+
+    @classmethod
+    def from_config(cls, model: ml_collections.ConfigDict, seed: int = 0) -> "DalleTransformer":
+        """Builds the transformer that `config.model` describes."""
+        return cls(text_vocab=model.text_vocab, text_len=model.text_len,
+                   image_vocab=model.image_vocab, grid=model.grid, width=model.width,
+                   depth=model.depth, heads=model.heads, head_dim=model.head_dim,
+                   mlp_ratio=model.mlp_ratio, attention=model.attention, pattern=model.pattern,
+                   conv_kernel=model.conv_kernel, block_size=model.block_size, dtype=model.dtype,
+                   remat=model.remat, rngs=nnx.Rngs(seed))
+
+    @property
+    def length(self) -> int:
+        """Stream length: text_len + grid²."""
+        return self.text_len + self.grid * self.grid
+
+    def embed(self, text: jax.Array, image: jax.Array) -> jax.Array:
+        """(B, T) text ids and (B, g, g) or (B, g²) codes → (B, T + g², W) stream embeddings."""
+        b = text.shape[0]
+        slots = jnp.arange(self.text_len)
+        text = jnp.where(text == PAD_ID, self.text_vocab + slots, text)  # a pad token per slot
+        t = self.text_embed[...][text] + self.text_pos[...]
+        image = image.reshape(b, -1)
+        g = self.grid
+        pos = self.row_embed[...][:, None, :] + self.col_embed[...][None, :, :]  # (g, g, W)
+        i = self.image_embed[...][image] + pos.reshape(g * g, -1)
+        return jnp.concatenate([t, i], axis=1)
+
+    def _attention_fns(self):
+        def one(kind):
+            mask = attention_masks.stream_mask(kind, self.text_len, self.grid, self.conv_kernel)
+            order = (attention_masks.column_major_order(self.text_len, self.grid)
+                     if kind == "column" and self.attention != "dense" else None)
+            return functools.partial(attend, mask=mask, impl=self.attention,
+                                     block_size=self.block_size, order=order)
+        distinct = sorted(set(self.kinds), key=self.kinds.index)
+        ids = np.array([distinct.index(k) for k in self.kinds], np.int32)
+        return [one(k) for k in distinct], ids
+
+    def hidden(self, text: jax.Array, image: jax.Array) -> jax.Array:
+        """Final-normalised hidden states (B, T + g², W) of the stream."""
+        x = self.embed(text, image).astype(self.dtype)
+        fns, ids = self._attention_fns()
+        dtype = self.dtype
+
+        def step(x, layer):
+            p, kind = layer
+            p = jax.tree.map(lambda v: v.astype(dtype), p)
+            if len(fns) == 1:
+                attn = fns[0]
+            else:
+                attn = lambda q, k, v: jax.lax.switch(kind, fns, q, k, v)  # noqa: E731
+            return block(p, x, attn), None
+
+        if self.remat:
+            step = jax.checkpoint(step, prevent_cse=False)
+        x, _ = jax.lax.scan(step, x, (self.layers.stacked(), jnp.asarray(ids)))
+        return layer_norm(x, self.final_scale[...], self.final_bias[...])
+
+    def __call__(self, text: jax.Array, image: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(text_logits (B, T − 1, text_vocab), image_logits (B, g², image_vocab)), float32.
+
+        text_logits[:, i] predicts text token i + 1; image_logits[:, j] predicts image code j.
+        """
+        h = self.hidden(text, image)
+        t = self.text_len
+        text_logits = h[:, :t - 1] @ self.text_head[...].astype(h.dtype)
+        image_logits = h[:, t - 1:-1] @ self.image_head[...].astype(h.dtype)
+        return text_logits.astype(jnp.float32), image_logits.astype(jnp.float32)

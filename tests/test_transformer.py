@@ -1,0 +1,92 @@
+"""The DALL·E transformer: shapes, causality of the stream, pad slots, and equal implementations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dalle_jax.models.transformer import DalleTransformer
+
+TEXT, GRID, TV, IV = 8, 4, 50, 32
+
+
+def _model(**kw):
+    args = dict(text_vocab=TV, text_len=TEXT, image_vocab=IV, grid=GRID, width=32, depth=4,
+                heads=2, head_dim=16, conv_kernel=3, block_size=8, rngs=nnx.Rngs(0))
+    args.update(kw)
+    return DalleTransformer(**args)
+
+
+def _batch(seed=0, b=2):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    text = jax.random.randint(k1, (b, TEXT), 1, TV).at[:, 5:].set(0)  # 3 pad slots
+    image = jax.random.randint(k2, (b, GRID, GRID), 0, IV)
+    return text, image
+
+
+def test_logit_shapes_and_vocabularies():
+    text_logits, image_logits = _model()(*_batch())
+    assert text_logits.shape == (2, TEXT - 1, TV)
+    assert image_logits.shape == (2, GRID * GRID, IV)
+    assert text_logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("pattern", ["sparse", "full"])
+def test_a_code_changes_only_later_predictions(pattern):
+    model = _model(pattern=pattern)
+    text, image = _batch()
+    j = 6
+    other = image.reshape(2, -1).at[:, j].add(1).__mod__(IV).reshape(image.shape)
+    t1, i1 = model(text, image)
+    t2, i2 = model(text, other)
+    np.testing.assert_array_equal(t1, t2)  # text never sees the image
+    np.testing.assert_allclose(i1[:, :j + 1], i2[:, :j + 1], atol=1e-6)  # code j predicted without it
+    assert np.abs(np.asarray(i1[:, j + 1] - i2[:, j + 1])).max() > 1e-4  # the next one sees it
+
+
+def test_each_pad_slot_has_its_own_token():
+    model = _model()
+    text = jnp.zeros((1, TEXT), jnp.int32)
+    e = model.embed(text, jnp.zeros((1, GRID, GRID), jnp.int32))[0, :TEXT]
+    e = e - model.text_pos[...]
+    np.testing.assert_allclose(e, model.text_embed[...][TV:TV + TEXT], atol=1e-6)
+    assert not np.allclose(e[0], e[1])
+
+
+@pytest.mark.parametrize("impl", ["blocksparse", "splash"])
+def test_implementations_give_the_dense_model(impl):
+    dense, other = _model(), _model(attention=impl)
+    batch = _batch(1)
+
+    def loss(m):
+        t, i = m(*batch)
+        return jnp.mean(t ** 2) + jnp.mean(i ** 2)
+
+    g_dense = nnx.grad(loss)(dense)
+    g_other = nnx.grad(loss)(other)
+    for a, b in zip(dense(*batch), other(*batch)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_dense), jax.tree.leaves(g_other)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_remat_and_bfloat16():
+    batch = _batch(2)
+    plain, remat = _model(), _model(remat=True)
+    g1 = nnx.grad(lambda m: jnp.mean(m(*batch)[1] ** 2))(plain)
+    g2 = nnx.grad(lambda m: jnp.mean(m(*batch)[1] ** 2))(remat)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    low = _model(dtype="bfloat16")
+    _, i32 = plain(*batch)
+    _, i16 = low(*batch)
+    assert i16.dtype == jnp.float32
+    np.testing.assert_allclose(i16, i32, atol=0.05)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="'flash'"):
+        _model(attention="flash")
+    with pytest.raises(ValueError, match="'float16'"):
+        _model(dtype="float16")
