@@ -1,0 +1,95 @@
+"""Stage 2: the DALL·E transformer over [text tokens ; image codes].
+
+  python -m dalle_jax.train --config=configs/dalle.py:small --workdir=workdirs/dalle_small
+  python -m dalle_jax.bench plan --config=configs/dalle.py:paper --mesh=data:64,fsdp:8,tensor:4
+
+Presets: `tiny` (tests, seconds), `small` (CPU experiments: about 30M parameters, grid 16, text 64),
+`paper` (64 layers, 62 heads of 64, width 3968, text 256 / 16384, image 1024 / 8192: ≈ 12B).
+"""
+
+import ml_collections
+
+from dalle_jax import config_parts
+
+
+def _base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict(dict(
+        # Which trainer runs this config.
+        family="dalle",
+        # Text BPE vocabulary (paper 16384; the tokenizer's `text.vocab_size`) and slots (paper 256).
+        text_vocab=16384,
+        text_len=256,
+        # Image codes: the dVAE vocabulary (paper 8192) and the side of the code grid (paper 32).
+        image_vocab=8192,
+        grid=32,
+        # Width, layers, heads and head width (paper 3968 = 62 × 64, 64 layers).
+        width=3968,
+        depth=64,
+        heads=62,
+        head_dim=64,
+        # MLP width as a multiple of the model width.
+        mlp_ratio=4,
+        # 'dense' (masked einsum, the reference), 'blocksparse' (skips untouched blocks) or
+        # 'splash' (Pallas; TPU, interpret mode elsewhere).
+        attention="blocksparse",
+        # 'sparse' (the paper's row / column / conv layers) or 'full' (dense causal everywhere).
+        pattern="sparse",
+        # Side of the convolutional attention window of the last layer (paper 11 at grid 32).
+        conv_kernel=11,
+        # Query/key block of blocksparse and splash (splash rounds it up to a multiple of 128).
+        block_size=128,
+        # Computation dtype ('float32' or 'bfloat16'); parameters stay float32.
+        dtype="bfloat16",
+        # Recompute each layer's activations in the backward pass (less memory, ~1/3 more FLOPs).
+        remat=True,
+    ))
+    c.loss = ml_collections.ConfigDict(dict(
+        # Text and image cross-entropies, each averaged over its own tokens, then weighted.
+        text_weight=1 / 8,
+        image_weight=7 / 8,
+    ))
+    c.partitioning = ml_collections.ConfigDict(dict(
+        # Logical axis → mesh axis: FSDP over the model width, tensor parallel over heads and MLP.
+        rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,
+                   layers=None, norm=None),
+    ))
+    c.mesh = config_parts.mesh_config()
+    return c
+
+
+def _tiny(c):
+    c.model.update(text_vocab=512, text_len=16, image_vocab=64, grid=4, width=32, depth=4,
+                   heads=2, head_dim=16, conv_kernel=3, block_size=16, dtype="float32",
+                   remat=False)
+    c.data = config_parts.data_config(
+        resolution=32, global_batch_size=8,
+        shapes=dict(variant="objects", num_train=256, num_validation=32, num_test=32,
+                    num_heldout=32, seed=0),
+    )
+    c.text = config_parts.text_config(vocab_size=512, text_len=16)
+
+
+def _small(c):
+    c.model.update(text_vocab=4096, text_len=64, image_vocab=1024, grid=16, width=512, depth=8,
+                   heads=8, head_dim=64, conv_kernel=11, block_size=64, dtype="float32",
+                   remat=False)
+    c.data = config_parts.data_config(resolution=128, global_batch_size=8)
+    c.text = config_parts.text_config(vocab_size=4096, text_len=64)
+
+
+def _paper(c):
+    c.data = config_parts.data_config(dataset="image_text_folder", resolution=256,
+                                      global_batch_size=1024, worker_count=8)
+    c.text = config_parts.text_config(vocab_size=16384, text_len=256)
+
+
+PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}
+
+
+def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+    """The config of `preset`."""
+    c = _base()
+    config_parts.pick_preset(PRESETS, preset, __file__)(c)
+    c.preset = preset
+    return c
