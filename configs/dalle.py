@@ -49,6 +49,33 @@ def _base() -> ml_collections.ConfigDict:
         text_weight=1 / 8,
         image_weight=7 / 8,
     ))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        # AdamW (paper: β1 0.9, β2 0.96, ε 1e-8, weight decay 4.5e-2 on weight matrices only).
+        b1=0.9,
+        b2=0.96,
+        eps=1e-8,
+        weight_decay=4.5e-2,
+        # Linear warm-up from 0 to the peak over warmup_steps (paper: 4.5e-4 over 5,000).
+        learning_rate=4.5e-4,
+        warmup_steps=5_000,
+        # After warm-up: 'plateau' (halve when the training loss stops falling, as the paper) or
+        # 'cosine' (to end_learning_rate at decay_steps).
+        decay="plateau",
+        end_learning_rate=4.5e-6,
+        decay_steps=1_000_000,
+        # plateau: factor, patience and cooldown in reports of `plateau_window` steps' mean loss.
+        plateau_factor=0.5,
+        plateau_patience=10,
+        plateau_cooldown=10,
+        plateau_window=1_000,
+        plateau_min_scale=1 / 32,
+        # Clip gradients by global norm (paper 4).
+        grad_clip_norm=4.0,
+        # Average gradients over this many batches before an update (1: off).
+        accumulate_steps=1,
+        # Parameter moving average kept for sampling (paper 0.99).
+        ema_decay=0.99,
+    ))
     c.partitioning = ml_collections.ConfigDict(dict(
         # Logical axis → mesh axis: FSDP over the model width, tensor parallel over heads and MLP.
         rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,
@@ -68,6 +95,7 @@ def _tiny(c):
                     num_heldout=32, seed=0),
     )
     c.text = config_parts.text_config(vocab_size=512, text_len=16)
+    c.optimizer.update(learning_rate=1e-3, warmup_steps=2, decay="cosine", decay_steps=20)
 
 
 def _small(c):

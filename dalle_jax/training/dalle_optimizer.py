@@ -1,0 +1,53 @@
+"""The paper's stage-2 optimizer as one optax chain, every number from `config.optimizer`.
+
+clip by global norm → AdamW (weight decay on weight matrices only, not on gains, biases or
+embeddings) with a linear warm-up, then either a cosine decay or `optax.contrib.reduce_on_plateau`
+(which halves the step whenever the training loss stops falling; its update needs `value=loss`),
+optionally wrapped in `optax.MultiSteps` to accumulate gradients over several batches.
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import optax
+
+# Parameters that are weight matrices (decayed); everything else is a gain, bias or embedding.
+DECAYED = ("qkv", "out", "mlp_in", "mlp_out", "text_head", "image_head")
+DECAYS = ("plateau", "cosine")
+
+
+def decay_mask(params: dict) -> dict:
+    """True for the weight matrices of a transformer's parameter dict, by name."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: str(getattr(path[-1], "key", path[-1])) in DECAYED, params)
+
+
+def learning_rate(o: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warm-up to the peak, then constant (`plateau`) or cosine to the end (`cosine`)."""
+    if o.decay not in DECAYS:
+        raise ValueError(f"optimizer.decay={o.decay!r}; choose one of {DECAYS}")
+    warmup = optax.linear_schedule(0.0, o.learning_rate, max(1, o.warmup_steps))
+    after = (optax.constant_schedule(o.learning_rate) if o.decay == "plateau" else
+             optax.cosine_decay_schedule(o.learning_rate, max(1, o.decay_steps - o.warmup_steps),
+                                         alpha=o.end_learning_rate / o.learning_rate))
+    return optax.join_schedules([warmup, after], [o.warmup_steps])
+
+
+def make(o: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
+    """The optimizer of `config.optimizer`; call its update with `value=loss`."""
+    parts = []
+    if o.grad_clip_norm:
+        parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
+    parts.append(optax.adamw(learning_rate(o), b1=o.b1, b2=o.b2, eps=o.eps,
+                             weight_decay=o.weight_decay, mask=decay_mask))
+    if o.decay == "plateau":
+        parts.append(optax.contrib.reduce_on_plateau(
+            factor=o.plateau_factor, patience=o.plateau_patience, cooldown=o.plateau_cooldown,
+            accumulation_size=o.plateau_window, min_scale=o.plateau_min_scale))
+    tx = optax.chain(*parts)
+    if o.accumulate_steps < 1:
+        raise ValueError(f"optimizer.accumulate_steps must be ≥ 1, got {o.accumulate_steps}")
+    if o.accumulate_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=o.accumulate_steps)
+    return tx

@@ -1,0 +1,61 @@
+"""Jitted stage-2 steps: a train step (loss, optimizer, parameter EMA) and an eval step.
+
+Both take the state on the shardings of `StateSpec` and batches split over the mesh's batch axes:
+`text` (B, T) int32 and `image` (B, g, g) int32 codes. The state is donated. A non-finite loss
+leaves the state as it was and says so (`finite` = 0), so the loop can stop or count it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dalle_jax.parallel.mesh import batch_sharding
+from dalle_jax.parallel.partitioning import replicated
+from dalle_jax.training import train_state
+from dalle_jax.training.dalle_loss import dalle_loss
+
+
+def _batch_shardings(mesh):
+    return {"text": batch_sharding(mesh, 2), "image": batch_sharding(mesh, 3)}
+
+
+def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
+                    learning_rate: optax.Schedule):
+    """`step(state, batch) → (state, metrics)`, jitted with explicit shardings, state donated."""
+    weights = dict(text_weight=config.loss.text_weight, image_weight=config.loss.image_weight)
+
+    def step(state, batch):
+        def loss_fn(params):
+            return dalle_loss(spec.merge(params, {}), batch["text"], batch["image"], **weights)
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"], value=loss)
+        params = optax.apply_updates(state["params"], updates)
+        t = state["step"]
+        new = {"step": t + 1, "params": params, "opt_state": opt_state,
+               "ema": train_state.ema_update(state["ema"], params, config.optimizer.ema_decay, t),
+               "extra": state["extra"]}
+        finite = jnp.isfinite(loss)
+        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+        new["step"] = t + 1  # a skipped update still advances the step and the data
+        metrics = dict(aux, loss=loss, finite=finite.astype(jnp.float32),
+                       grad_norm=optax.global_norm(grads), learning_rate=learning_rate(t))
+        return new, metrics
+
+    return jax.jit(step, in_shardings=(spec.shardings, _batch_shardings(spec.mesh)),
+                   out_shardings=(spec.shardings, replicated(spec.mesh)), donate_argnums=0)
+
+
+def make_eval_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict):
+    """`eval(params, batch) → metrics` of one batch (the loss terms, no update)."""
+    weights = dict(text_weight=config.loss.text_weight, image_weight=config.loss.image_weight)
+
+    def run(params, batch):
+        loss, aux = dalle_loss(spec.merge(params, {}), batch["text"], batch["image"], **weights)
+        return dict(aux, loss=loss)
+
+    return jax.jit(run, in_shardings=(spec.shardings["ema"], _batch_shardings(spec.mesh)),
+                   out_shardings=replicated(spec.mesh))

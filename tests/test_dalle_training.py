@@ -1,0 +1,102 @@
+"""Stage-2 training steps: loss falls, the optimizer follows the paper, and sharded equals single."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dalle_jax.models.transformer import DalleTransformer
+from dalle_jax.parallel.mesh import make_mesh
+from dalle_jax.parallel.partitioning import describe
+from dalle_jax.training import dalle_optimizer, dalle_steps, train_state
+from tests.helpers.configs import load
+
+
+def _setup(config, axes, devices=None):
+    mesh = make_mesh(axes, devices)
+    tx = dalle_optimizer.make(config.optimizer)
+    spec, state = train_state.create(lambda: DalleTransformer.from_config(config.model), tx, mesh,
+                                     dict(config.partitioning.rules))
+    step = dalle_steps.make_train_step(spec, config, dalle_optimizer.learning_rate(config.optimizer))
+    return spec, state, step
+
+
+def _batch(config, seed=0):
+    m, b = config.model, config.data.global_batch_size
+    rng = np.random.default_rng(seed)
+    text = rng.integers(1, m.text_vocab, (b, m.text_len)).astype(np.int32)
+    text[:, m.text_len // 2:] = 0
+    image = rng.integers(0, m.image_vocab, (b, m.grid, m.grid)).astype(np.int32)
+    return {"text": text, "image": image}
+
+
+def test_loss_falls_on_a_fixed_batch():
+    config = load("dalle", "tiny", **{"optimizer.learning_rate": 3e-3, "optimizer.decay_steps": 100})
+    _, state, step = _setup(config, {"data": 1}, jax.devices()[:1])
+    batch = _batch(config)
+    losses = []
+    for _ in range(30):
+        state, m = step(state, batch)
+        losses.append(float(m["loss"]))
+    assert losses[-1] < 0.7 * losses[0]
+    assert m["bits_per_image_token"] == pytest.approx(float(m["image_loss"]) / np.log(2), rel=1e-5)
+
+
+def test_weight_decay_only_on_weight_matrices():
+    config = load("dalle", "tiny")
+    model = DalleTransformer.from_config(config.model)
+    from flax import nnx
+    mask = dalle_optimizer.decay_mask(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    assert mask["layers"]["qkv"] and mask["layers"]["mlp_out"] and mask["image_head"]
+    assert not mask["layers"]["ln1_scale"] and not mask["layers"]["qkv_bias"]
+    assert not mask["text_embed"] and not mask["row_embed"]
+
+
+def test_learning_rate_warms_up_linearly_then_decays():
+    o = load("dalle", "paper").optimizer
+    lr = dalle_optimizer.learning_rate(o)
+    assert float(lr(0)) == 0.0
+    assert float(lr(2_500)) == pytest.approx(2.25e-4)
+    assert float(lr(5_000)) == pytest.approx(4.5e-4)
+    assert float(lr(500_000)) == pytest.approx(4.5e-4)  # plateau: halving comes from the loss
+    o.decay = "cosine"
+    assert float(dalle_optimizer.learning_rate(o)(o.decay_steps)) == pytest.approx(4.5e-6)
+    o.decay = "step"
+    with pytest.raises(ValueError, match="'step'"):
+        dalle_optimizer.learning_rate(o)
+
+
+def test_reduce_on_plateau_halves_the_step_when_the_loss_stalls():
+    o = load("dalle", "tiny").optimizer
+    o.update(decay="plateau", warmup_steps=1, plateau_patience=1, plateau_cooldown=0,
+             plateau_window=1, grad_clip_norm=0.0, weight_decay=0.0)
+    tx = dalle_optimizer.make(o)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    sizes = []
+    for _ in range(6):
+        updates, state = tx.update({"w": jnp.ones(3)}, state, params, value=jnp.float32(1.0))
+        sizes.append(float(jnp.abs(updates["w"][0])))
+    assert sizes[-1] < 0.6 * sizes[1]
+
+
+@pytest.mark.parametrize("axes", [{"data": 8, "fsdp": 1, "tensor": 1},
+                                  {"data": 2, "fsdp": 2, "tensor": 2},
+                                  {"data": 1, "fsdp": 4, "tensor": 2}])
+def test_sharded_step_equals_single_device(axes):
+    config = load("dalle", "tiny")
+    batch = _batch(config, 1)
+    _, single, step1 = _setup(config, {"data": 1}, jax.devices()[:1])
+    spec, sharded, step8 = _setup(config, axes)
+    single, m1 = step1(single, batch)
+    sharded, m8 = step8(sharded, batch)
+    assert float(m8["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(sharded["params"]), jax.tree.leaves(single["params"])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-6)
+    specs = describe(spec.shardings["params"])
+    fsdp, tensor = "fsdp", "tensor"  # the rules name them; on a size-1 axis that is a no-op
+    assert specs["layers/qkv"] == str(jax.sharding.PartitionSpec(None, fsdp, None, tensor, None))
+    assert specs["layers/mlp_in"] == str(jax.sharding.PartitionSpec(None, fsdp, tensor))
+    assert specs["image_head"] == str(jax.sharding.PartitionSpec(fsdp, tensor))
+    assert sharded["params"]["layers"]["mlp_out"].sharding.spec == jax.sharding.PartitionSpec(
+        None, tensor, fsdp)
