@@ -2,6 +2,8 @@
 
   python -m dalle_jax.bench dvae --config=configs/dvae.py:shapes [--seconds=5]
   python -m dalle_jax.bench plan --config=configs/dalle.py:paper --mesh=data:64,fsdp:8,tensor:4
+  python -m dalle_jax.bench train --config=configs/dalle.py:small [--attention=dense|blocksparse]
+      [--attention_shape=256,32]
 """
 
 from __future__ import annotations
@@ -29,7 +31,21 @@ def _plan(config, args):
     return plan.run(config, plan.parse_mesh(args["mesh"]))
 
 
-BENCHMARKS = {"dvae": _dvae, "plan": _plan}
+def _train(config, args):
+    from dalle_jax.benchmarks import train
+
+    if args["attention"]:
+        config.model.attention = args["attention"]
+    shape = None
+    if args["attention_shape"]:
+        parts = args["attention_shape"].split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"--attention_shape={args['attention_shape']!r}: write TEXT_LEN,GRID")
+        shape = (int(parts[0]), int(parts[1]))
+    return train.run(config, seconds=args["seconds"], attention_shape=shape)
+
+
+BENCHMARKS = {"dvae": _dvae, "plan": _plan, "train": _train}
 
 
 def main(argv: list[str]) -> None:
@@ -41,10 +57,15 @@ def main(argv: list[str]) -> None:
                                              sys_argv=["bench", *rest])
     seconds = flags.DEFINE_float("seconds", 5.0, "time each measurement at least this long")
     mesh = flags.DEFINE_string("mesh", "", "plan: mesh axis sizes, e.g. data:64,fsdp:8,tensor:4")
+    attention = flags.DEFINE_enum("attention", None, ["dense", "blocksparse", "splash"],
+                                  "train: attention implementation (default: the config's)")
+    attention_shape = flags.DEFINE_string("attention_shape", "",
+                                          "train: TEXT_LEN,GRID of the attention-op timing")
     flags.mark_flags_as_required(["config"])
     parse_flags(f"python -m dalle_jax.bench {name}", rest)
     try:
-        args = {"seconds": seconds.value, "mesh": mesh.value}
+        args = {"seconds": seconds.value, "mesh": mesh.value, "attention": attention.value,
+                "attention_shape": attention_shape.value}
         print(json.dumps(BENCHMARKS[name](config.value, args)))
     except ValueError as e:
         fail(str(e))

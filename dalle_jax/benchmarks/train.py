@@ -1,0 +1,88 @@
+"""`bench train`: transformer training throughput and the attention op alone, dense vs blocksparse.
+
+On random text ids and codes of the config's shapes and batch (no data, no dVAE): tokens/s and
+seconds per train step, the FLOPs XLA counts per step and their rate against a float32 matmul peak
+measured in the same run, and the process's peak resident memory. Then one attention layer
+(forward and backward, every pattern of the config's schedule) timed with `dense` and with the
+config's implementation, at the config's shapes or at `--attention_shape=TEXT_LEN,GRID`.
+"""
+
+from __future__ import annotations
+
+import resource
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from dalle_jax.benchmarks.timing import compiled_flops, matmul_peak, time_calls
+from dalle_jax.models import attention_masks
+from dalle_jax.models.attention import attend
+from dalle_jax.models.transformer import DalleTransformer
+from dalle_jax.parallel.mesh import make_mesh
+from dalle_jax.training import dalle_optimizer, dalle_steps, train_state
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+
+
+def attention_op(model: ml_collections.ConfigDict, impl: str, *, batch: int, text_len: int,
+                 grid: int, seconds: float) -> float:
+    """Seconds for forward + backward of one attention layer per pattern of the schedule, summed
+    over the distinct patterns weighted by how many layers use each."""
+    kinds = attention_masks.layer_kinds(model.depth, model.pattern)
+    length = text_len + grid * grid
+    shape = (batch, length, model.heads, model.head_dim)
+    q, k, v = (jax.random.normal(key, shape) for key in jax.random.split(jax.random.key(0), 3))
+    total = 0.0
+    for kind in sorted(set(kinds)):
+        mask = attention_masks.stream_mask(kind, text_len, grid, model.conv_kernel)
+        order = (attention_masks.column_major_order(text_len, grid)
+                 if kind == "column" and impl != "dense" else None)
+        f = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attend(
+            q, k, v, mask, impl=impl, block_size=model.block_size, order=order) ** 2),
+            argnums=(0, 1, 2)))
+        total += kinds.count(kind) * time_calls(lambda: f(q, k, v), min_seconds=seconds)
+    return total / len(kinds)
+
+
+def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
+        attention_shape: tuple[int, int] | None = None) -> dict:
+    """Measures the config's train step and its attention op; returns the JSON-able figures."""
+    m = config.model
+    mesh = make_mesh(dict(config.mesh))
+    tx = dalle_optimizer.make(config.optimizer)
+    spec, state = train_state.create(lambda: DalleTransformer.from_config(m), tx, mesh,
+                                     dict(config.partitioning.rules))
+    b = config.data.global_batch_size
+    rng = np.random.default_rng(0)
+    batch = {"text": rng.integers(1, m.text_vocab, (b, m.text_len)).astype(np.int32),
+             "image": rng.integers(0, m.image_vocab, (b, m.grid, m.grid)).astype(np.int32)}
+    step = dalle_steps.make_train_step(spec, config, dalle_optimizer.learning_rate(config.optimizer))
+    flops = compiled_flops(step, state, batch)
+    holder = {"state": state}
+
+    def one_step():
+        holder["state"], metrics = step(holder["state"], batch)
+        return metrics["loss"]
+
+    step_s = time_calls(one_step, min_seconds=seconds)
+    rss = _peak_rss_gib()
+    text_len, grid = attention_shape or (m.text_len, m.grid)
+    dense_s = attention_op(m, "dense", batch=b, text_len=text_len, grid=grid, seconds=seconds)
+    impl_s = (attention_op(m, m.attention, batch=b, text_len=text_len, grid=grid, seconds=seconds)
+              if m.attention != "dense" else dense_s)
+    peak = matmul_peak()
+    tokens = b * (m.text_len + m.grid ** 2)
+    return {
+        "benchmark": "train", "preset": config.get("preset"), "attention": m.attention,
+        "pattern": m.pattern, "dtype": m.dtype, "devices": jax.device_count(),
+        "platform": jax.devices()[0].platform, "batch": b, "tokens_per_step": tokens,
+        "step_s": step_s, "tokens_per_s": tokens / step_s, "flops_per_step": flops,
+        "flops_per_s": flops / step_s, "matmul_peak_flops_per_s": peak,
+        "fraction_of_peak": flops / step_s / peak, "peak_rss_gib": rss,
+        "attention_op": {"text_len": text_len, "grid": grid, "dense_s": dense_s,
+                         f"{m.attention}_s": impl_s, "speedup_vs_dense": dense_s / impl_s},
+    }
