@@ -10,6 +10,8 @@ import pytest
 
 from dalle_jax.data import sources
 from dalle_jax.data.image_codes import image_codes
+from dalle_jax.data.loader import Loader
+from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.training import dvae_trainer
 from dalle_jax.training.dvae_inference import ImageCodec
 from dalle_jax.training.metrics import read_metrics
@@ -74,6 +76,13 @@ def test_encode_writes_codes_with_captions(trained, tmp_path):
     again = image_codes.prepare(workdir, "shapes", data_dir, splits=("validation",),
                                 out_data_dir=str(tmp_path))
     assert again["path"] == summary["path"]  # prepared once, reused
+    # The loader reads it as batches of codes (stage 2's input), in order when not shuffled.
+    tok = TextTokenizer.load(os.path.join(workdir, "tokenizer.json"), 16)
+    batch = next(Loader(codes, tokenizer=tok, resolution=32, global_batch_size=8, seed=0,
+                        num_epochs=1, shuffle=False, image_key="codes"))
+    assert "image" not in batch and batch["codes"].dtype == np.int32
+    np.testing.assert_array_equal(batch["codes"], got[:8])
+    assert batch["text"].shape == (8, 16)
 
 
 def _cli(*args):

@@ -26,7 +26,7 @@ from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.parallel.mesh import batch_sharding, num_batch_shards
 
 # Batch fields that go to devices; `caption` stays on the host as strings.
-DEVICE_FIELDS = ("image", "text")
+DEVICE_FIELDS = ("image", "codes", "text")
 
 
 def lookup_field(example: dict, key: str) -> Any:
@@ -42,7 +42,11 @@ def lookup_field(example: dict, key: str) -> Any:
 
 @dataclasses.dataclass
 class ToExample(grain.transforms.RandomMap):
-    """Record → {image uint8 (R, R, 3), text int32 (text_len,), caption str}."""
+    """Record → {image uint8 (R, R, 3), text int32 (text_len,), caption str}.
+
+    A record whose `image_key` field is a 2-D integer grid (an encoded dataset's `codes`) gives
+    `codes` int32 (g, g) instead of `image`.
+    """
 
     tokenizer_json: str
     text_len: int
@@ -59,11 +63,14 @@ class ToExample(grain.transforms.RandomMap):
         lines = caption_lines(lookup_field(element, self.caption_key))
         caption = lines[int(rng.integers(len(lines)))] if lines else ""
         image = np.asarray(lookup_field(element, self.image_key))
+        text = self._tokenizer.encode(caption)
+        if image.ndim == 2 and np.issubdtype(image.dtype, np.integer):
+            return {"codes": image.astype(np.int32), "text": text, "caption": caption}
         if image.ndim == 3 and image.shape[-1] == 1:
             image = image[..., 0]
         if image.shape != (self.resolution, self.resolution, 3) or image.dtype != np.uint8:
             image = resize_center_crop(Image.fromarray(image), self.resolution)
-        return {"image": image, "text": self._tokenizer.encode(caption), "caption": caption}
+        return {"image": image, "text": text, "caption": caption}
 
 
 class Loader:
@@ -160,7 +167,7 @@ class Loader:
         if self.mesh is None:
             return local
         out = {"caption": local["caption"]}
-        for name in DEVICE_FIELDS:
+        for name in (f for f in DEVICE_FIELDS if f in local):
             arr = local[name]
             out[name] = jax.make_array_from_process_local_data(
                 batch_sharding(self.mesh, arr.ndim), arr,
