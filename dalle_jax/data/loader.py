@@ -44,8 +44,8 @@ def lookup_field(example: dict, key: str) -> Any:
 class ToExample(grain.transforms.RandomMap):
     """Record → {image uint8 (R, R, 3), text int32 (text_len,), caption str}.
 
-    A record whose `image_key` field is a 2-D integer grid (an encoded dataset's `codes`) gives
-    `codes` int32 (g, g) instead of `image`.
+    A record whose `image_key` field is a 2-D grid of wider-than-8-bit integers (an encoded
+    dataset's `codes`) gives `codes` int32 (g, g) instead of `image`; 2-D uint8 is a grey image.
     """
 
     tokenizer_json: str
@@ -64,7 +64,7 @@ class ToExample(grain.transforms.RandomMap):
         caption = lines[int(rng.integers(len(lines)))] if lines else ""
         image = np.asarray(lookup_field(element, self.image_key))
         text = self._tokenizer.encode(caption)
-        if image.ndim == 2 and np.issubdtype(image.dtype, np.integer):
+        if image.ndim == 2 and np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
             return {"codes": image.astype(np.int32), "text": text, "caption": caption}
         if image.ndim == 3 and image.shape[-1] == 1:
             image = image[..., 0]
