@@ -1,5 +1,6 @@
 """Stage 2: the DALL·E transformer over [text tokens ; image codes].
 
+  python -m dalle_jax.data encode --dvae_workdir=workdirs/dvae --data_dir=data   # codes + captions
   python -m dalle_jax.train --config=configs/dalle.py:small --workdir=workdirs/dalle_small
   python -m dalle_jax.bench plan --config=configs/dalle.py:paper --mesh=data:64,fsdp:8,tensor:4
 
@@ -76,6 +77,21 @@ def _base() -> ml_collections.ConfigDict:
         # Parameter moving average kept for sampling (paper 0.99).
         ema_decay=0.99,
     ))
+    c.train = ml_collections.ConfigDict(dict(
+        num_steps=1_000_000,
+        # Seed of the parameters.
+        seed=0,
+        log_every=100,
+        # Validation loss of the parameter EMA every this many steps, over this many batches.
+        eval_every=10_000,
+        eval_batches=16,
+        checkpoint_every=5_000,
+        keep_checkpoints=3,
+        async_checkpoints=True,
+        tensorboard=True,
+        # A non-finite loss stops the run ('stop') or skips that update and counts it ('skip').
+        on_nonfinite="stop",
+    ))
     c.partitioning = ml_collections.ConfigDict(dict(
         # Logical axis → mesh axis: FSDP over the model width, tensor parallel over heads and MLP.
         rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,
@@ -89,12 +105,12 @@ def _tiny(c):
     c.model.update(text_vocab=512, text_len=16, image_vocab=64, grid=4, width=32, depth=4,
                    heads=2, head_dim=16, conv_kernel=3, block_size=16, dtype="float32",
                    remat=False)
-    c.data = config_parts.data_config(
-        resolution=32, global_batch_size=8,
-        shapes=dict(variant="objects", num_train=256, num_validation=32, num_test=32,
-                    num_heldout=32, seed=0),
-    )
+    # Codes of `shapes` at 32 px from a tiny dVAE (`python -m dalle_jax.data encode`).
+    c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=32,
+                                      global_batch_size=8)
     c.text = config_parts.text_config(vocab_size=512, text_len=16)
+    c.train.update(num_steps=6, log_every=1, eval_every=3, eval_batches=2, checkpoint_every=3,
+                   async_checkpoints=False, tensorboard=False)
     c.optimizer.update(learning_rate=1e-3, warmup_steps=2, decay="cosine", decay_steps=20)
 
 
@@ -102,12 +118,17 @@ def _small(c):
     c.model.update(text_vocab=4096, text_len=64, image_vocab=1024, grid=16, width=512, depth=8,
                    heads=8, head_dim=64, conv_kernel=11, block_size=64, dtype="float32",
                    remat=False)
-    c.data = config_parts.data_config(resolution=128, global_batch_size=8)
+    c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=128,
+                                      global_batch_size=8)
+    c.train.update(num_steps=20_000, log_every=50, eval_every=1_000, eval_batches=8,
+                   checkpoint_every=1_000)
+    c.optimizer.update(learning_rate=1e-3, warmup_steps=500, decay="cosine", decay_steps=20_000,
+                       end_learning_rate=1e-5)
     c.text = config_parts.text_config(vocab_size=4096, text_len=64)
 
 
 def _paper(c):
-    c.data = config_parts.data_config(dataset="image_text_folder", resolution=256,
+    c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=256,
                                       global_batch_size=1024, worker_count=8)
     c.text = config_parts.text_config(vocab_size=16384, text_len=256)
 

@@ -23,7 +23,13 @@ def _dvae(config, workdir):
     return train_and_evaluate(config, workdir)
 
 
-TRAINERS = {"dvae": _dvae}
+def _dalle(config, workdir):
+    from dalle_jax.training.dalle_trainer import train_and_evaluate
+
+    return train_and_evaluate(config, workdir)
+
+
+TRAINERS = {"dvae": _dvae, "dalle": _dalle}
 
 
 def main(argv: list[str]) -> None:

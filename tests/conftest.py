@@ -5,3 +5,30 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dvae(tmp_path_factory):
+    """(data_dir, workdir) of a `dvae.py:tiny` run on tiny `shapes` (trained once per session)."""
+    from dalle_jax.training import dvae_trainer
+    from tests.helpers.configs import load
+
+    root = tmp_path_factory.mktemp("dvae")
+    data_dir, workdir = str(root / "data"), str(root / "work")
+    dvae_trainer.train_and_evaluate(load("dvae", "tiny", **{"data.data_dir": data_dir}), workdir)
+    return data_dir, workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_codes(tiny_dvae, tmp_path_factory):
+    """data_dir holding the `image_codes` of the tiny dVAE's train and validation splits."""
+    from dalle_jax.data.image_codes import image_codes
+
+    data_dir, workdir = tiny_dvae
+    out = str(tmp_path_factory.mktemp("codes"))
+    image_codes.prepare(workdir, "shapes", data_dir, splits=("train", "validation"),
+                        out_data_dir=out)
+    return out

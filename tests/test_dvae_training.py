@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dalle_jax.parallel.mesh import make_mesh
-from dalle_jax.training import dvae_steps, dvae_trainer
+from dalle_jax.training import dvae_steps, dvae_trainer, loop
 from dalle_jax.training.metrics import read_metrics
 from dalle_jax.training.schedules import dvae_schedules
 from tests.helpers.configs import load
@@ -110,5 +110,5 @@ def test_nonfinite_loss_stops_with_the_step(tmp_path, data_dir):
     config = load("dvae", "tiny", **{"data.data_dir": data_dir, "optimizer.learning_rate": float("nan")})
     config = copy.deepcopy(config)
     # A NaN learning rate makes the parameters NaN after the first update, so step 2's loss is NaN.
-    with pytest.raises(dvae_trainer.NonFiniteLoss, match="step 2"):
+    with pytest.raises(loop.NonFiniteLoss, match="step 2"):
         _run(config, tmp_path / "nan")

@@ -12,18 +12,14 @@ from dalle_jax.data import sources
 from dalle_jax.data.image_codes import image_codes
 from dalle_jax.data.loader import Loader
 from dalle_jax.data.tokenizer import TextTokenizer
-from dalle_jax.training import dvae_trainer
 from dalle_jax.training.dvae_inference import ImageCodec
 from dalle_jax.training.metrics import read_metrics
 from tests.helpers.configs import load
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dvae")
-    data_dir, workdir = str(root / "data"), str(root / "work")
-    dvae_trainer.train_and_evaluate(load("dvae", "tiny", **{"data.data_dir": data_dir}), workdir)
-    return data_dir, workdir
+@pytest.fixture
+def trained(tiny_dvae):
+    return tiny_dvae
 
 
 def _validation_images(data_dir, n):

@@ -24,6 +24,9 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def prepare_data(data: ml_collections.ConfigDict) -> dict:
     """Prepares `data.dataset` as the config describes (reuses it if already there)."""
+    if data.dataset == "image_codes":  # written by `data encode`, never prepared here
+        path = sources.find_prepared(data.data_dir, "image_codes", data.config or None)
+        return {"dataset": "image_codes", "config": os.path.basename(os.path.dirname(path))}
     if data.dataset == "shapes":
         options = dict(data.shapes.to_dict(), resolution=data.resolution)
     elif data.dataset == "image_text_folder":
@@ -47,7 +50,8 @@ def _train_captions(data: ml_collections.ConfigDict, prepared: dict | None, limi
     """Caption lines of the first `limit` train records."""
     builder = sources.open_builder(data.dataset, data.data_dir, _config_name(data, prepared))
     # Our datasets have a top-level `image`: leave it encoded. Catalog feature trees vary: decode all.
-    skip = {"image": tfds.decode.SkipDecoding()} if data.dataset in sources.OUR_DATASETS else None
+    ours_with_images = data.dataset in sources.OUR_DATASETS and data.dataset != "image_codes"
+    skip = {"image": tfds.decode.SkipDecoding()} if ours_with_images else None
     source = builder.as_data_source(split=data.train_split, decoders=skip)
     n = min(len(source), limit)
     for i in range(n):

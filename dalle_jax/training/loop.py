@@ -1,0 +1,123 @@
+"""The training loop every stage shares: `run(config, workdir, task)`.
+
+Prepares the data, gets the workdir's tokenizer, saves the config, builds the state straight onto
+the mesh or restores the newest checkpoint (state and data iterator), then steps with a progress
+bar: train metrics every `log_every`, validation (`task.evaluate`) every `eval_every`, images
+(`task.images`) every `image_every`, checkpoints every `checkpoint_every` and at the end. A
+non-finite loss stops the run naming the step, or (`on_nonfinite='skip'`) is skipped and counted.
+SIGTERM (a TPU preemption) saves a checkpoint and returns. Re-running resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+from typing import Callable, Iterator
+
+import jax
+import ml_collections
+from tqdm.auto import tqdm
+
+from dalle_jax.data import pipeline
+from dalle_jax.parallel.mesh import make_mesh
+from dalle_jax.training import checkpoint, train_state
+from dalle_jax.training.metrics import MetricWriter
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class Task:
+    """What a stage plugs into the loop.
+
+    build(mesh) → (spec, fresh state); train_step(spec) → step(state, batch) → (state, metrics)
+    with `loss` and `finite` among the metrics; evaluate(spec, state, batches) → dict;
+    images(spec, state, batch, folder, step) writes PNGs into `folder` (optional).
+    """
+
+    name: str
+    build: Callable
+    train_step: Callable
+    evaluate: Callable[..., dict]
+    images: Callable | None = None
+
+
+def restore_or_init(task: Task, workdir: str, mesh, ckpt: checkpoint.Checkpointer | None = None):
+    """(spec, state, data_state or None): the newest checkpoint of `workdir`, else a new state."""
+    spec, state = task.build(mesh)
+    ckpt = ckpt or checkpoint.Checkpointer(workdir, async_save=False)
+    if ckpt.latest_step() is None:
+        return spec, state, None
+    restored, data_state = ckpt.restore(train_state.abstract_state(spec, state))
+    return spec, restored, data_state
+
+
+def eval_batches(config, tokenizer, mesh, prepared) -> Iterator[dict]:
+    """One pass over the eval split, in order."""
+    return pipeline.make_loader(config, config.data.eval_split, tokenizer, mesh=mesh,
+                                prepared=prepared, num_epochs=1, shuffle=False)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
+    """Trains until `config.train.num_steps`; returns the last validation metrics."""
+    t = config.train
+    if t.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"train.on_nonfinite={t.on_nonfinite!r}; choose 'stop' or 'skip'")
+    mesh = make_mesh(dict(config.mesh))
+    prepared = pipeline.prepare_data(config.data)
+    tokenizer = pipeline.ensure_tokenizer(config, workdir, prepared)
+    checkpoint.save_config(config, workdir)
+    ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
+    spec, state, data_state = restore_or_init(task, workdir, mesh, ckpt)
+    start = int(state["step"])
+    loader = pipeline.make_loader(config, config.data.train_split, tokenizer, mesh=mesh,
+                                  prepared=prepared)
+    if data_state is not None:
+        loader.set_state(data_state)
+    writer = MetricWriter(workdir, tensorboard=t.tensorboard, resume_step=start if start else None)
+    step_fn = task.train_step(spec)
+    stop = {"signal": None}
+    previous = signal.signal(signal.SIGTERM, lambda sig, _: stop.update(signal=sig))
+    last_eval: dict = {}
+    skipped = 0
+    logging.info("training %s from step %d to %d in %s", task.name, start, t.num_steps, workdir)
+    try:
+        with tqdm(total=t.num_steps, initial=start, desc=task.name, unit="step",
+                  disable=None, dynamic_ncols=True) as bar:
+            for step in range(start + 1, t.num_steps + 1):
+                batch = next(loader)
+                state, metrics = step_fn(state, batch)
+                if not float(metrics["finite"]):
+                    if t.on_nonfinite == "stop":
+                        raise NonFiniteLoss(f"non-finite training loss at step {step}; the state "
+                                            f"of step {step - 1} is kept (train.on_nonfinite='skip' "
+                                            "skips such updates instead)")
+                    skipped += 1
+                bar.update(1)
+                if step % t.log_every == 0 or step == t.num_steps:
+                    values = jax.device_get(metrics)
+                    values["skipped_updates"] = skipped
+                    record = writer.write(step, "train", values)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if step % t.eval_every == 0 or step == t.num_steps:
+                    last_eval = task.evaluate(spec, state,
+                                              eval_batches(config, tokenizer, mesh, prepared))
+                    writer.write(step, "eval", last_eval)
+                if task.images and t.image_every and (step % t.image_every == 0
+                                                      or step == t.num_steps):
+                    task.images(spec, state, batch, os.path.join(workdir, "images"), step)
+                if step % t.checkpoint_every == 0 or step == t.num_steps or stop["signal"]:
+                    ckpt.save(step, state, loader.get_state(), force=True)
+                if stop["signal"]:
+                    logging.warning("SIGTERM: saved step %d, exiting", step)
+                    break
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ckpt.close()
+        writer.close()
+        loader.close()
+    return last_eval
