@@ -77,21 +77,7 @@ def _base() -> ml_collections.ConfigDict:
         # Parameter moving average kept for sampling (paper 0.99).
         ema_decay=0.99,
     ))
-    c.train = ml_collections.ConfigDict(dict(
-        num_steps=1_000_000,
-        # Seed of the parameters.
-        seed=0,
-        log_every=100,
-        # Validation loss of the parameter EMA every this many steps, over this many batches.
-        eval_every=10_000,
-        eval_batches=16,
-        checkpoint_every=5_000,
-        keep_checkpoints=3,
-        async_checkpoints=True,
-        tensorboard=True,
-        # A non-finite loss stops the run ('stop') or skips that update and counts it ('skip').
-        on_nonfinite="stop",
-    ))
+    c.train = config_parts.train_config(eval_every=10_000, image_every=0)
     c.partitioning = ml_collections.ConfigDict(dict(
         # Logical axis → mesh axis: FSDP over the model width, tensor parallel over heads and MLP.
         rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,

@@ -77,24 +77,7 @@ def _base() -> ml_collections.ConfigDict:
         # Parameter moving average used for evaluation and encoding.
         ema_decay=0.999,
     ))
-    c.train = ml_collections.ConfigDict(dict(
-        # Updates in total; re-running with a larger value continues the run.
-        num_steps=1_200_000,
-        # Seed of the parameters and the gumbel noise.
-        seed=0,
-        log_every=100,
-        # Validation metrics every this many steps, over this many batches.
-        eval_every=5_000,
-        eval_batches=16,
-        # Originals beside reconstructions, as PNG, every this many steps (0: never).
-        image_every=5_000,
-        checkpoint_every=5_000,
-        keep_checkpoints=3,
-        async_checkpoints=True,
-        tensorboard=True,
-        # A non-finite loss stops the run ('stop') or skips that update and counts it ('skip').
-        on_nonfinite="stop",
-    ))
+    c.train = config_parts.train_config(num_steps=1_200_000)
     # Logical axis → mesh axis; parameters shard their output channels over `fsdp`.
     c.partitioning = ml_collections.ConfigDict(dict(
         rules=dict(conv_out="fsdp", vocab="fsdp", embed=None, conv_in=None,

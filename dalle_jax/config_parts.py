@@ -60,6 +60,30 @@ def text_config(**values) -> ml_collections.ConfigDict:
     return c
 
 
+def train_config(**values) -> ml_collections.ConfigDict:
+    """The training loop's schedule of logging, evaluation and checkpoints; keyword arguments
+    replace defaults."""
+    c = ml_collections.ConfigDict()
+    # Updates in total; re-running with a larger value continues the run.
+    c.num_steps = 1_000_000
+    # Seed of the parameters (and of the stage's noise).
+    c.seed = 0
+    c.log_every = 100
+    # Validation metrics every this many steps, over this many batches.
+    c.eval_every = 5_000
+    c.eval_batches = 16
+    # Images (reconstructions or samples) as PNG every this many steps (0: never).
+    c.image_every = 5_000
+    c.checkpoint_every = 5_000
+    c.keep_checkpoints = 3
+    c.async_checkpoints = True
+    c.tensorboard = True
+    # A non-finite loss stops the run ('stop') or skips that update and counts it ('skip').
+    c.on_nonfinite = "stop"
+    c.update(values)
+    return c
+
+
 def mesh_config(axes: Mapping[str, int] | None = None) -> ml_collections.ConfigDict:
     """Mesh axis sizes; one may be -1 (all remaining devices). Default: pure data parallel."""
     return ml_collections.ConfigDict(dict(axes or {"data": -1, "fsdp": 1, "tensor": 1}))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dalle_jax.benchmarks.timing import compiled_flops, matmul_peak, time_calls
+from dalle_jax.benchmarks.timing import compiled_flops, matmul_peak, time_calls, time_train_steps
 from dalle_jax.parallel.mesh import batch_sharding, make_mesh
 from dalle_jax.training import dvae_steps, dvae_trainer
 from dalle_jax.training.schedules import dvae_schedules
@@ -27,15 +27,8 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0) -> dict:
         np.random.default_rng(0).integers(0, 256, (b, r, r, 3), dtype=np.uint8),
         batch_sharding(mesh, 4))
     step = dvae_steps.make_train_step(spec, config, dvae_schedules(config))
-    train_flops = compiled_flops(step, state, images)
-    holder = {"state": state}
-
-    def one_step():
-        holder["state"], m = step(holder["state"], images)
-        return m["loss"]
-
-    train_s = time_calls(one_step, min_seconds=seconds)
-    model = spec.merge(holder["state"]["ema"], holder["state"]["extra"])
+    train_s, train_flops, state = time_train_steps(step, state, images, seconds=seconds)
+    model = spec.merge(state["ema"], state["extra"])
     encode = jax.jit(lambda m, x: m.encode(x.astype(jnp.float32) / 255.0))
     encode_flops = compiled_flops(encode, model, images)
     encode_s = time_calls(lambda: encode(model, images), min_seconds=seconds)

@@ -35,3 +35,15 @@ def compiled_flops(jitted, *args) -> float:
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
     return float((cost or {}).get("flops", 0.0))
+
+
+def time_train_steps(step, state, batch, *, seconds: float) -> tuple[float, float, dict]:
+    """(seconds per step, XLA FLOPs per step, final state) of a donated-state train step."""
+    flops = compiled_flops(step, state, batch)
+    holder = {"state": state}
+
+    def one_step():
+        holder["state"], metrics = step(holder["state"], batch)
+        return metrics["loss"]
+
+    return time_calls(one_step, min_seconds=seconds), flops, holder["state"]

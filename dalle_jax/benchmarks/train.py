@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dalle_jax.benchmarks.timing import compiled_flops, matmul_peak, time_calls
+from dalle_jax.benchmarks.timing import matmul_peak, time_calls, time_train_steps
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import attend
 from dalle_jax.models.transformer import DalleTransformer
@@ -61,14 +61,7 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
     batch = {"text": rng.integers(1, m.text_vocab, (b, m.text_len)).astype(np.int32),
              "image": rng.integers(0, m.image_vocab, (b, m.grid, m.grid)).astype(np.int32)}
     step = dalle_steps.make_train_step(spec, config, dalle_optimizer.learning_rate(config.optimizer))
-    flops = compiled_flops(step, state, batch)
-    holder = {"state": state}
-
-    def one_step():
-        holder["state"], metrics = step(holder["state"], batch)
-        return metrics["loss"]
-
-    step_s = time_calls(one_step, min_seconds=seconds)
+    step_s, flops, _ = time_train_steps(step, state, batch, seconds=seconds)
     rss = _peak_rss_gib()
     text_len, grid = attention_shape or (m.text_len, m.grid)
     dense_s = attention_op(m, "dense", batch=b, text_len=text_len, grid=grid, seconds=seconds)
