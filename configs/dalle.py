@@ -116,7 +116,7 @@ def _small(c):
 def _paper(c):
     c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=256,
                                       global_batch_size=1024, worker_count=8)
-    c.text = config_parts.text_config(vocab_size=16384, text_len=256)
+    c.text = config_parts.text_config(vocab_size=16384, text_len=256, bpe_dropout=0.1)
 
 
 PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}

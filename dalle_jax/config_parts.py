@@ -56,6 +56,8 @@ def text_config(**values) -> ml_collections.ConfigDict:
     c.min_frequency = 2
     # Train captions read to learn the BPE (all of them if fewer).
     c.max_train_captions = 200_000
+    # Probability of skipping each BPE merge of a training caption (paper 0.1; 0: off).
+    c.bpe_dropout = 0.0
     c.update(values)
     return c
 

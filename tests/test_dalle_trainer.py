@@ -1,8 +1,12 @@
-"""`train --config=configs/dalle.py:tiny` on encoded codes: runs, resumes exactly, names bad input."""
+"""`train --config=configs/dalle.py:tiny` on encoded codes: runs, resumes exactly (after a stop or a
+SIGTERM), names bad input."""
+
+import os
+import signal
 
 import pytest
 
-from dalle_jax.training import dalle_trainer
+from dalle_jax.training import dalle_steps, dalle_trainer
 from dalle_jax.training.metrics import read_metrics
 from tests.helpers.configs import load
 
@@ -11,12 +15,19 @@ def _config(codes_dir, **kw):
     return load("dalle", "tiny", **{"data.data_dir": codes_dir, **kw})
 
 
-def test_resume_continues_the_same_curve(tiny_codes, tmp_path):
-    dalle_trainer.train_and_evaluate(_config(tiny_codes), str(tmp_path / "straight"))
+@pytest.fixture(scope="module")
+def straight(tiny_codes, tmp_path_factory):
+    """Workdir of six uninterrupted tiny steps."""
+    workdir = tmp_path_factory.mktemp("straight")
+    dalle_trainer.train_and_evaluate(_config(tiny_codes), str(workdir))
+    return workdir
+
+
+def test_resume_continues_the_same_curve(tiny_codes, straight, tmp_path):
     dalle_trainer.train_and_evaluate(_config(tiny_codes, **{"train.num_steps": 3}),
                                      str(tmp_path / "resumed"))
     last = dalle_trainer.train_and_evaluate(_config(tiny_codes), str(tmp_path / "resumed"))
-    want = read_metrics(tmp_path / "straight", "train")
+    want = read_metrics(straight, "train")
     got = read_metrics(tmp_path / "resumed", "train")
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in got] == [r["loss"] for r in want]
@@ -25,6 +36,33 @@ def test_resume_continues_the_same_curve(tiny_codes, tmp_path):
     evals = read_metrics(tmp_path / "resumed", "eval")
     assert [r["step"] for r in evals] == [3, 6]
     assert last["loss"] == pytest.approx(evals[-1]["loss"])
+
+
+def test_sigterm_saves_and_the_rerun_resumes(tiny_codes, straight, tmp_path, monkeypatch):
+    make = dalle_steps.make_train_step
+
+    def make_with_preemption(*args, **kwargs):  # a TPU preemption arrives during step 2
+        step, calls = make(*args, **kwargs), []
+
+        def preempted(state, batch):
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(state, batch)
+
+        return preempted
+
+    monkeypatch.setattr(dalle_steps, "make_train_step", make_with_preemption)
+    workdir, handler = tmp_path / "preempted", signal.getsignal(signal.SIGTERM)
+    dalle_trainer.train_and_evaluate(_config(tiny_codes), str(workdir))
+    assert [r["step"] for r in read_metrics(workdir, "train")] == [1, 2]
+    assert signal.getsignal(signal.SIGTERM) is handler  # the loop's handler is removed again
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+    monkeypatch.setattr(dalle_steps, "make_train_step", make)
+    dalle_trainer.train_and_evaluate(_config(tiny_codes), str(workdir))
+    got = read_metrics(workdir, "train")
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in got] == [r["loss"] for r in read_metrics(straight, "train")]
 
 
 def test_bad_inputs_are_named(tiny_codes, tmp_path):

@@ -68,6 +68,23 @@ def test_random_caption_line_and_tokens_match(tokenizer):
         np.testing.assert_array_equal(ids, tokenizer.encode(caption))
 
 
+def test_bpe_dropout_varies_tokens_and_resumes_exactly(tokenizer):
+    plain = _take(_loader(tokenizer), 5)
+    dropped = _take(_loader(tokenizer, bpe_dropout=0.5), 5)
+    assert [list(b["caption"]) for b in plain] == [list(b["caption"]) for b in dropped]
+    assert any((a["text"] != b["text"]).any() for a, b in zip(plain, dropped))
+    for b in dropped:  # the same text, in more (so possibly truncated) pieces
+        for ids, caption in zip(b["text"], b["caption"]):
+            assert tokenizer.normalize(caption).startswith(tokenizer.decode(ids))
+    first = _loader(tokenizer, bpe_dropout=0.5)
+    _take(first, 2)
+    resumed = _loader(tokenizer, bpe_dropout=0.5)
+    resumed.set_state(first.get_state())
+    _same(_take(resumed, 3), dropped[2:])
+    with pytest.raises(ValueError, match="bpe_dropout=1.5"):
+        _loader(tokenizer, bpe_dropout=1.5)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_restore_state_continues_exactly(tokenizer, workers):
     uninterrupted = _take(_loader(tokenizer), 9)

@@ -74,3 +74,24 @@ def test_errors_name_values(tmp_path):
         TextTokenizer.train(CORPUS, vocab_size=300, text_len=0)
     with pytest.raises(FileNotFoundError, match="nothing.json"):
         TextTokenizer.load(str(tmp_path / "nothing.json"), 8)
+
+
+def test_bpe_dropout_is_seeded_and_keeps_the_text(tok):
+    rng = np.random.default_rng(0)
+    for text in CORPUS[:4] + VARIED:  # no dropout: exactly the library's BPE
+        assert tok.dropout_token_ids(text, 0.0, rng) == tok.token_ids(text)
+    text = CORPUS[0]
+    full = tok.token_ids(text)
+    seen = {tuple(tok.encode(text, dropout=0.1, rng=np.random.default_rng(s))) for s in range(20)}
+    assert len(seen) > 1  # merges are dropped, differently per draw
+    for ids in seen:
+        assert tok.decode(ids) == tok.normalize(text)  # always the same text
+        assert np.count_nonzero(ids) >= len(full)  # dropped merges only lengthen the encoding
+    a = tok.encode(text, dropout=0.1, rng=np.random.default_rng(7))
+    np.testing.assert_array_equal(a, tok.encode(text, dropout=0.1, rng=np.random.default_rng(7)))
+    bytes_only = tok.dropout_token_ids(text, 0.999999, np.random.default_rng(0))
+    assert len(bytes_only) == len(text.encode())  # (nearly) every merge dropped: one id per byte
+    with pytest.raises(ValueError, match="dropout must be in"):
+        tok.encode(text, dropout=1.0, rng=rng)
+    with pytest.raises(ValueError, match="Generator"):
+        tok.encode(text, dropout=0.1)

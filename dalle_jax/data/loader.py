@@ -53,6 +53,7 @@ class ToExample(grain.transforms.RandomMap):
     resolution: int
     image_key: str = "image"
     caption_key: str = "caption"
+    bpe_dropout: float = 0.0
 
     def __post_init__(self):
         self._tokenizer = None
@@ -63,7 +64,7 @@ class ToExample(grain.transforms.RandomMap):
         lines = caption_lines(lookup_field(element, self.caption_key))
         caption = lines[int(rng.integers(len(lines)))] if lines else ""
         image = np.asarray(lookup_field(element, self.image_key))
-        text = self._tokenizer.encode(caption)
+        text = self._tokenizer.encode(caption, dropout=self.bpe_dropout, rng=rng)
         if image.ndim == 2 and np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
             return {"codes": image.astype(np.int32), "text": text, "caption": caption}
         if image.ndim == 3 and image.shape[-1] == 1:
@@ -87,6 +88,7 @@ class Loader:
       shuffle: shuffle records (and reshuffle each epoch).
       worker_count: grain worker processes (0: in this process).
       image_key, caption_key: record fields (nested with '/', e.g. 'captions/text').
+      bpe_dropout: probability of skipping each BPE merge of a caption (training only; 0: off).
       process_index, process_count: this host's share (default: from JAX).
     """
 
@@ -104,6 +106,7 @@ class Loader:
         worker_count: int = 0,
         image_key: str = "image",
         caption_key: str = "caption",
+        bpe_dropout: float = 0.0,
         process_index: int | None = None,
         process_count: int | None = None,
     ):
@@ -119,6 +122,8 @@ class Loader:
                 f"global_batch_size={global_batch_size} must be divisible by the "
                 f"{num_batch_shards(mesh)} batch shards of mesh {dict(mesh.shape)}"
             )
+        if not 0.0 <= bpe_dropout < 1.0:
+            raise ValueError(f"text.bpe_dropout={bpe_dropout} must be in [0, 1)")
         if len(source) == 0:
             raise ValueError("the data source is empty")
         first = source[0]
@@ -142,7 +147,8 @@ class Loader:
             ds = ds.shuffle(seed=seed)
         ds = ds.repeat(num_epochs)
         ds = ds.random_map(
-            ToExample(tokenizer.to_json(), tokenizer.text_len, resolution, image_key, caption_key),
+            ToExample(tokenizer.to_json(), tokenizer.text_len, resolution, image_key, caption_key,
+                      bpe_dropout),
             seed=seed,
         )
         dropped = local_records % self.local_batch_size

@@ -91,8 +91,9 @@ def make_loader(
     prepared: dict | None = None,
     num_epochs: int | None = None,
     shuffle: bool = True,
+    bpe_dropout: float = 0.0,
 ) -> Loader:
-    """A `Loader` over `split` configured by `config.data`."""
+    """A `Loader` over `split` configured by `config.data`; `bpe_dropout` for training captions."""
     data = config.data
     return Loader(
         open_split(data, split, prepared),
@@ -106,4 +107,5 @@ def make_loader(
         worker_count=data.worker_count,
         image_key=data.image_key,
         caption_key=data.caption_key,
+        bpe_dropout=bpe_dropout,
     )

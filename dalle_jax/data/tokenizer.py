@@ -4,10 +4,17 @@ Every caption becomes exactly `text_len` ids. Id 0 is the pad marker; the transf
 pad by a learned padding token of its own position (DALL·E, §2.2), so the pad id here is only a
 placeholder. Byte-level BPE has all 256 bytes in its base alphabet, so any Unicode text (emoji,
 CJK, accents) encodes, and decodes back to its normalised, lower-cased form.
+
+BPE dropout (Provilkov et al. 2020; DALL·E drops 10% of merges on training captions):
+`encode(text, dropout=p, rng=…)` applies the learned merges itself, skipping each candidate merge
+with probability p, from a numpy Generator, so a seeded loader gives the same ids on a resumed run
+(the `tokenizers` library's own dropout draws from an unseeded generator). At p = 0 it gives the
+library's ids exactly.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Iterable, Sequence
 
@@ -43,6 +50,7 @@ class TextTokenizer:
         self._tok.no_truncation()
         # A caption that happens to contain the text "<pad>" is text, not padding.
         self._tok.encode_special_tokens = True
+        self._ranks: dict[tuple[str, str], int] | None = None
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -107,9 +115,48 @@ class TextTokenizer:
         """All ids of `text`, without truncation or padding."""
         return self._tok.encode(text).ids
 
-    def encode(self, text: str) -> np.ndarray:
-        """int32 ids of shape (text_len,): truncated to text_len, padded with PAD_ID."""
-        return self.encode_batch([text])[0]
+    def encode(self, text: str, *, dropout: float = 0.0,
+               rng: np.random.Generator | None = None) -> np.ndarray:
+        """int32 ids of shape (text_len,): truncated to text_len, padded with PAD_ID.
+
+        With `dropout` > 0, each BPE merge is skipped with that probability (draws from `rng`).
+        """
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"BPE dropout must be in [0, 1), got {dropout}")
+        if dropout == 0.0:
+            return self.encode_batch([text])[0]
+        if rng is None:
+            raise ValueError("BPE dropout needs a numpy Generator `rng`")
+        out = np.full((self.text_len,), PAD_ID, dtype=np.int32)
+        ids = self.dropout_token_ids(text, dropout, rng)[: self.text_len]
+        out[: len(ids)] = ids
+        return out
+
+    def dropout_token_ids(self, text: str, dropout: float, rng: np.random.Generator) -> list[int]:
+        """All ids of `text` by BPE with each candidate merge skipped with probability `dropout`.
+
+        Per pre-tokenised word: repeatedly merge the adjacent pair of lowest merge rank among
+        those that survive a fresh dropout draw, until none survives (or one symbol is left).
+        """
+        if self._ranks is None:
+            merges = json.loads(self._tok.to_str())["model"]["merges"]
+            self._ranks = {tuple(m.split(" ", 1) if isinstance(m, str) else m): rank
+                           for rank, m in enumerate(merges)}
+        vocab = self._tok.get_vocab()
+        ids: list[int] = []
+        for word, _ in self._tok.pre_tokenizer.pre_tokenize_str(self.normalize(text)):
+            symbols = list(word)
+            while len(symbols) > 1:
+                pairs = [(self._ranks.get(pair), i)
+                         for i, pair in enumerate(zip(symbols, symbols[1:]))]
+                pairs = [(rank, i) for rank, i in pairs if rank is not None]
+                kept = [p for p, draw in zip(pairs, rng.random(len(pairs))) if draw >= dropout]
+                if not kept:
+                    break
+                _, i = min(kept)
+                symbols[i:i + 2] = [symbols[i] + symbols[i + 1]]
+            ids.extend(vocab[s] for s in symbols)
+        return ids
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """int32 ids of shape (len(texts), text_len)."""

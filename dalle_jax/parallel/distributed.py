@@ -3,8 +3,9 @@
 - Explicit: `DALLE_JAX_COORDINATOR=host:port`, `DALLE_JAX_NUM_PROCESSES=N` and
   `DALLE_JAX_PROCESS_ID=i` (every process runs the same command with its own id), e.g. CPU hosts
   or a local two-process test.
-- TPU VM pods: `TPU_WORKER_HOSTNAMES` lists more than one worker; JAX then finds the coordinator
-  and the process ids by itself.
+- TPU VM pods: `DALLE_JAX_DISTRIBUTED=auto` (what `scripts/tpu_vm.sh` sets), or
+  `TPU_WORKER_HOSTNAMES` listing more than one worker (as GKE sets it); JAX then finds the
+  coordinator and the process ids by itself (`jax.distributed.initialize()` without arguments).
 Otherwise this is a single-process run and nothing is done. Call it before anything touches the
 devices (the training entry point does).
 """
@@ -20,6 +21,7 @@ import jax
 ENV_COORDINATOR = "DALLE_JAX_COORDINATOR"
 ENV_NUM_PROCESSES = "DALLE_JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "DALLE_JAX_PROCESS_ID"
+ENV_AUTO = "DALLE_JAX_DISTRIBUTED"
 
 
 def initialize_from_env(environ: Mapping[str, str] | None = None) -> bool:
@@ -40,9 +42,13 @@ def initialize_from_env(environ: Mapping[str, str] | None = None) -> bool:
                                    process_id=pid)
         logging.info("process %d of %d, coordinator %s", pid, num, coordinator)
         return True
+    auto = env.get(ENV_AUTO, "")
+    if auto not in ("", "auto", "off"):
+        raise ValueError(f"{ENV_AUTO}={auto!r}; set 'auto' (let JAX find the cluster) or 'off'")
     workers = [w for w in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if w]
-    if len(workers) > 1:
+    if auto == "auto" or (auto != "off" and len(workers) > 1):
         jax.distributed.initialize()
-        logging.info("TPU pod: process %d of %d", jax.process_index(), jax.process_count())
+        logging.info("cluster found by JAX: process %d of %d", jax.process_index(),
+                     jax.process_count())
         return True
     return False

@@ -70,15 +70,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
     mesh = make_mesh(dict(config.mesh))
     prepared = pipeline.prepare_data(config.data)
     tokenizer = pipeline.ensure_tokenizer(config, workdir, prepared)
-    checkpoint.save_config(config, workdir)
+    primary = jax.process_index() == 0  # the one process that writes the config, metrics, images
+    if primary:
+        checkpoint.save_config(config, workdir)
     ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
     spec, state, data_state = restore_or_init(task, workdir, mesh, ckpt)
     start = int(state["step"])
     loader = pipeline.make_loader(config, config.data.train_split, tokenizer, mesh=mesh,
-                                  prepared=prepared)
+                                  prepared=prepared,
+                                  bpe_dropout=config.text.get("bpe_dropout", 0.0))
     if data_state is not None:
         loader.set_state(data_state)
-    writer = MetricWriter(workdir, tensorboard=t.tensorboard, resume_step=start if start else None)
+    writer = MetricWriter(workdir, tensorboard=t.tensorboard, resume_step=start if start else None,
+                          active=primary)
     step_fn = task.train_step(spec)
     stop = {"signal": None}
     previous = signal.signal(signal.SIGTERM, lambda sig, _: stop.update(signal=sig))
@@ -107,7 +111,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
                     last_eval = task.evaluate(spec, state,
                                               eval_batches(config, tokenizer, mesh, prepared))
                     writer.write(step, "eval", last_eval)
-                if task.images and t.image_every and (step % t.image_every == 0
+                if primary and task.images and t.image_every and (step % t.image_every == 0
                                                       or step == t.num_steps):
                     task.images(spec, state, batch, os.path.join(workdir, "images"), step)
                 if step % t.checkpoint_every == 0 or step == t.num_steps or stop["signal"]:

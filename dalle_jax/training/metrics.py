@@ -12,17 +12,22 @@ import numpy as np
 class MetricWriter:
     """Appends `{"step", "split", name: value…}` to `workdir/metrics.jsonl` and writes TensorBoard scalars."""
 
-    def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int | None = None):
+    def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int | None = None,
+                 active: bool = True):
         """`resume_step`: drop records logged after this step (a run resumed from its checkpoint
-        logs those steps again, so the file keeps one curve)."""
-        os.makedirs(workdir, exist_ok=True)
+        logs those steps again, so the file keeps one curve). `active=False` (every process of a
+        multi-host run but the first) writes nothing and only returns the records."""
+        self.active = active
         self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file, self._tb = None, None
+        if not active:
+            return
+        os.makedirs(workdir, exist_ok=True)
         if resume_step is not None and os.path.exists(self.path):
             kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
             with open(self.path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
         self._file = open(self.path, "a")
-        self._tb = None
         if tensorboard:
             import tensorflow as tf  # only for tf.summary; already a dependency of data preparation
 
@@ -33,6 +38,8 @@ class MetricWriter:
         """Logs scalar `values` at `step` under `split` ('train', 'eval', …); returns the record."""
         record = {"step": int(step), "split": split}
         record.update({k: float(np.asarray(v)) for k, v in values.items()})
+        if not self.active:
+            return record
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tb is not None:
@@ -45,7 +52,8 @@ class MetricWriter:
 
     def close(self) -> None:
         """Flushes and closes both outputs."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 
