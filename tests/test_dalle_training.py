@@ -100,3 +100,27 @@ def test_sharded_step_equals_single_device(axes):
     assert specs["image_head"] == str(jax.sharding.PartitionSpec(fsdp, tensor))
     assert sharded["params"]["layers"]["mlp_out"].sharding.spec == jax.sharding.PartitionSpec(
         None, tensor, fsdp)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    kw = {"optimizer.warmup_steps": 0, "optimizer.learning_rate": 1e-2}
+    big = load("dalle", "tiny", **kw)
+    small = load("dalle", "tiny", **{**kw, "optimizer.accumulate_steps": 2,
+                                     "data.global_batch_size": 4})
+    batch = _batch(big, 2)
+    one = jax.devices()[:1]
+    _, state_big, step_big = _setup(big, {"data": 1}, one)
+    _, state_acc, step_acc = _setup(small, {"data": 1}, one)
+    state_big, _ = step_big(state_big, batch)
+    before = jax.device_get(state_acc["params"])
+    state_acc, _ = step_acc(state_acc, jax.tree.map(lambda x: x[:4], batch))
+    for a, b in zip(jax.tree.leaves(state_acc["params"]), jax.tree.leaves(before)):
+        np.testing.assert_array_equal(np.asarray(a), b)  # the first half only accumulates
+    state_acc, _ = step_acc(state_acc, jax.tree.map(lambda x: x[4:], batch))
+    changed = 0
+    for a, b, c in zip(jax.tree.leaves(state_acc["params"]), jax.tree.leaves(state_big["params"]),
+                       jax.tree.leaves(before)):
+        # Adam's first step is about ±lr per weight, so a gradient near 0 can move a little.
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+        changed += int(not np.allclose(np.asarray(b), c))
+    assert changed > 10  # the update happened, and it is the big batch's update
