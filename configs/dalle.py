@@ -42,8 +42,9 @@ def _base() -> ml_collections.ConfigDict:
         block_size=128,
         # Computation dtype ('float32' or 'bfloat16'); parameters stay float32.
         dtype="bfloat16",
-        # Recompute each layer's activations in the backward pass (less memory, ~1/3 more FLOPs).
-        remat=True,
+        # What the backward pass recomputes: 'none', 'dots' (keep the weight matmuls' outputs,
+        # recompute attention, norms, GELU) or 'full' (keep each layer's input; ~1/3 more FLOPs).
+        remat="full",
     ))
     c.loss = ml_collections.ConfigDict(dict(
         # Text and image cross-entropies, each averaged over its own tokens, then weighted.
@@ -90,7 +91,7 @@ def _base() -> ml_collections.ConfigDict:
 def _tiny(c):
     c.model.update(text_vocab=512, text_len=16, image_vocab=64, grid=4, width=32, depth=4,
                    heads=2, head_dim=16, conv_kernel=3, block_size=16, dtype="float32",
-                   remat=False)
+                   remat="none")
     # Codes of `shapes` at 32 px from a tiny dVAE (`python -m dalle_jax.data encode`).
     c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=32,
                                       global_batch_size=8)
@@ -103,7 +104,7 @@ def _tiny(c):
 def _small(c):
     c.model.update(text_vocab=4096, text_len=64, image_vocab=1024, grid=16, width=512, depth=8,
                    heads=8, head_dim=64, conv_kernel=11, block_size=64, dtype="float32",
-                   remat=False)
+                   remat="dots")
     c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=128,
                                       global_batch_size=8)
     c.train.update(num_steps=20_000, log_every=50, eval_every=1_000, eval_batches=8,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dalle_jax.models.transformer import DalleTransformer
+from dalle_jax.models.attention_masks import layer_kinds
+from dalle_jax.models.transformer import DalleTransformer, block, layer_groups, layer_norm
 
 TEXT, GRID, TV, IV = 8, 4, 50, 32
 
@@ -73,11 +74,12 @@ def test_implementations_give_the_dense_model(impl):
 
 def test_remat_and_bfloat16():
     batch = _batch(2)
-    plain, remat = _model(), _model(remat=True)
+    plain = _model()
     g1 = nnx.grad(lambda m: jnp.mean(m(*batch)[1] ** 2))(plain)
-    g2 = nnx.grad(lambda m: jnp.mean(m(*batch)[1] ** 2))(remat)
-    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    for policy in ("dots", "full"):
+        g2 = nnx.grad(lambda m: jnp.mean(m(*batch)[1] ** 2))(_model(remat=policy))
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     low = _model(dtype="bfloat16")
     _, i32 = plain(*batch)
     _, i16 = low(*batch)
@@ -90,3 +92,30 @@ def test_bad_settings_are_named():
         _model(attention="flash")
     with pytest.raises(ValueError, match="'float16'"):
         _model(dtype="float16")
+    with pytest.raises(ValueError, match="model.remat=True"):
+        _model(remat=True)
+
+
+def test_layer_groups_cover_the_schedule_with_few_bodies():
+    paper = layer_kinds(64)
+    unit, repeats, tail = layer_groups(paper)
+    assert unit == ("row", "column", "row", "row") and repeats == 15
+    assert tail == ("row", "column", "row", "conv")
+    assert layer_groups(("full",) * 8) == (("full",), 8, ())
+    for depth in range(1, 20):
+        kinds = layer_kinds(depth)
+        unit, repeats, tail = layer_groups(kinds)
+        assert unit * repeats + tail == kinds
+
+
+@pytest.mark.parametrize("remat", ["none", "dots", "full"])
+def test_scanned_stack_equals_layer_by_layer(remat):
+    # none: (row, column, row, row) × 2 under scan, then conv; dots, full: one switched scan
+    model = _model(depth=9, remat=remat)
+    text, image = _batch(3)
+    stacked = model.layers.stacked()
+    x = model.embed(text, image)
+    for i, kind in enumerate(layer_kinds(9)):
+        x = block(jax.tree.map(lambda v: v[i], stacked), x, model._attention_fn(kind))
+    want = layer_norm(x, model.final_scale[...], model.final_bias[...])
+    np.testing.assert_allclose(model.hidden(text, image), want, rtol=1e-5, atol=1e-5)

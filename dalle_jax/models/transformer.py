@@ -9,9 +9,21 @@ vocabulary a position can emit.
 Embeddings (paper §2.2, appendix B): text tokens plus a learned position per text slot, where a
 padding token at slot i is replaced by its own learned token (`text_vocab + i`); image codes plus
 learned row and column embeddings. Pre-norm residual blocks (attention, then a 4× MLP), a final
-LayerNorm. The layers' parameters are stacked on a leading `layers` axis and run under `lax.scan`
-(optionally rematerialised), each layer switching to its static attention pattern
-(`attention_masks.layer_kinds`). Parameters are float32; `dtype='bfloat16'` computes in bfloat16.
+LayerNorm. The layers' parameters are stacked on a leading `layers` axis and run under
+`lax.scan`, each layer with its static pattern (`attention_masks.layer_kinds`). `remat` picks what
+the backward pass recomputes, and with it how the stack runs:
+
+- 'dots' (keep only the outputs of the weight matmuls; recompute attention, norms, GELU) or 'full'
+  (keep only each layer's input): one scan over all layers, the attention picking the layer's
+  pattern with `lax.switch`. Rematerialising inside the switch keeps one layer's working set.
+- 'none': keep everything. A switch would then keep every pattern's attention residuals at every
+  layer, so instead the paper's schedule, which repeats with a period of four, runs as a scan over
+  repeats of that unit with static patterns, then the few layers left over, unrolled
+  (`layer_groups`: a 64-layer model compiles eight layer bodies).
+
+Parameters are float32; `dtype='bfloat16'` computes in bfloat16. Projections are 2-D matmuls over
+the flattened (batch · position) rows, which XLA's CPU backend differentiates much faster than the
+equivalent 3-D einsums.
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import IMPLEMENTATIONS, attend
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+REMAT = {"none": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+         "full": jax.checkpoint_policies.nothing_saveable}
 _EPS = 1e-5
 
 
@@ -82,13 +96,33 @@ class Layers(nnx.Module):
 
 def block(p: dict, x: jax.Array, attn_fn) -> jax.Array:
     """One pre-norm block on (B, L, W) with the parameters `p` of one layer."""
+    b, length, width = x.shape
+    heads, head_dim = p["qkv"].shape[-2:]
+    x = x.reshape(b * length, width)
     h = layer_norm(x, p["ln1_scale"], p["ln1_bias"])
-    qkv = jnp.einsum("blw,wthd->tblhd", h, p["qkv"]) + p["qkv_bias"][:, None, None]
-    a = attn_fn(qkv[0], qkv[1], qkv[2])
-    x = x + jnp.einsum("blhd,hdw->blw", a, p["out"]) + p["out_bias"]
+    qkv = h @ p["qkv"].reshape(width, -1) + p["qkv_bias"].reshape(-1)
+    qkv = qkv.reshape(b, length, 3, heads, head_dim)
+    a = attn_fn(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(b * length, -1)
+    x = x + a @ p["out"].reshape(-1, width) + p["out_bias"]
     h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
-    h = jax.nn.gelu(jnp.einsum("blw,wm->blm", h, p["mlp_in"]) + p["mlp_in_bias"])
-    return x + jnp.einsum("blm,mw->blw", h, p["mlp_out"]) + p["mlp_out_bias"]
+    h = jax.nn.gelu(h @ p["mlp_in"] + p["mlp_in_bias"])
+    return (x + h @ p["mlp_out"] + p["mlp_out_bias"]).reshape(b, length, width)
+
+
+def layer_groups(kinds: tuple[str, ...]) -> tuple[tuple[str, ...], int, tuple[str, ...]]:
+    """(unit, repeats, tail) with kinds == unit · repeats + tail and the fewest layer bodies to
+    compile (len(unit) + len(tail)); ties go to the shorter unit. Paper, 64 layers: (row, column,
+    row, row) × 15, then (row, column, row, conv)."""
+    best = None
+    for size in range(1, len(kinds) + 1):
+        unit = kinds[:size]
+        repeats = 1
+        while kinds[repeats * size:(repeats + 1) * size] == unit:
+            repeats += 1
+        tail = kinds[repeats * size:]
+        if best is None or size + len(tail) < len(best[0]) + len(best[2]):
+            best = (unit, repeats, tail)
+    return best
 
 
 class DalleTransformer(nnx.Module):
@@ -97,12 +131,14 @@ class DalleTransformer(nnx.Module):
     def __init__(self, *, text_vocab: int, text_len: int, image_vocab: int, grid: int,
                  width: int, depth: int, heads: int, head_dim: int, mlp_ratio: int = 4,
                  attention: str = "dense", pattern: str = "sparse", conv_kernel: int = 11,
-                 block_size: int = 64, dtype: str = "float32", remat: bool = False,
+                 block_size: int = 64, dtype: str = "float32", remat: str = "none",
                  rngs: nnx.Rngs):
         if attention not in IMPLEMENTATIONS:
             raise ValueError(f"model.attention={attention!r}; choose one of {IMPLEMENTATIONS}")
         if dtype not in DTYPES:
             raise ValueError(f"model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
+        if remat not in REMAT:
+            raise ValueError(f"model.remat={remat!r}; choose one of {sorted(REMAT)}")
         if text_len < 1 or grid < 1:
             raise ValueError(f"need text_len ≥ 1 and grid ≥ 1, got {text_len} and {grid}")
         self.text_vocab, self.text_len, self.image_vocab, self.grid = text_vocab, text_len, image_vocab, grid
@@ -148,35 +184,65 @@ class DalleTransformer(nnx.Module):
         i = self.image_embed[...][image] + pos.reshape(g * g, -1)
         return jnp.concatenate([t, i], axis=1)
 
-    def _attention_fns(self):
-        def one(kind):
-            mask = attention_masks.stream_mask(kind, self.text_len, self.grid, self.conv_kernel)
-            order = (attention_masks.column_major_order(self.text_len, self.grid)
-                     if kind == "column" and self.attention != "dense" else None)
-            return functools.partial(attend, mask=mask, impl=self.attention,
-                                     block_size=self.block_size, order=order)
+    def _attention_fn(self, kind: str):
+        mask = attention_masks.stream_mask(kind, self.text_len, self.grid, self.conv_kernel)
+        order = (attention_masks.column_major_order(self.text_len, self.grid)
+                 if kind == "column" and self.attention != "dense" else None)
+        return functools.partial(attend, mask=mask, impl=self.attention,
+                                 block_size=self.block_size, order=order)
+
+    def _layer(self, attn_fn, prevent_cse: bool = True):
+        """layer(params of one layer, x) → x, rematerialised as `self.remat` says."""
+        dtype = self.dtype
+
+        def layer(p, x):
+            return block(jax.tree.map(lambda v: v.astype(dtype), p), x, attn_fn)
+        if self.remat == "none":
+            return layer
+        return jax.checkpoint(layer, policy=REMAT[self.remat], prevent_cse=prevent_cse)
+
+    def _static_layers(self, kinds: tuple[str, ...]):
+        """f(x, params with a leading axis of len(kinds)) running those layers in order."""
+        layers = [self._layer(self._attention_fn(k)) for k in kinds]
+
+        def run(x, p):
+            for i, layer in enumerate(layers):
+                x = layer(jax.tree.map(lambda v: v[i], p), x)
+            return x
+        return run
+
+    def _switched_stack(self, x: jax.Array, stacked: dict) -> jax.Array:
+        """All layers under one scan; each picks its pattern with `lax.switch` (remat inside)."""
         distinct = sorted(set(self.kinds), key=self.kinds.index)
-        ids = np.array([distinct.index(k) for k in self.kinds], np.int32)
-        return [one(k) for k in distinct], ids
+        fns = [self._attention_fn(k) for k in distinct]
+        ids = jnp.asarray([distinct.index(k) for k in self.kinds], jnp.int32)
+
+        def step(x, layer_and_kind):
+            p, kind = layer_and_kind
+            attn = fns[0] if len(fns) == 1 else (
+                lambda q, k, v: jax.lax.switch(kind, fns, q, k, v))
+            return self._layer(attn, prevent_cse=False)(p, x), None
+        return jax.lax.scan(step, x, (stacked, ids))[0]
+
+    def _grouped_stack(self, x: jax.Array, stacked: dict) -> jax.Array:
+        """Scan over repeats of the schedule's unit with static patterns, then the rest."""
+        unit, repeats, tail = layer_groups(self.kinds)
+        scanned = len(unit) * repeats if repeats > 1 else 0
+        if scanned:
+            body = self._static_layers(unit)
+            grouped = jax.tree.map(lambda v: v[:scanned].reshape(repeats, len(unit), *v.shape[1:]),
+                                   stacked)
+            x = jax.lax.scan(lambda x, p: (body(x, p), None), x, grouped)[0]
+        rest = self.kinds[scanned:]
+        if rest:
+            x = self._static_layers(rest)(x, jax.tree.map(lambda v: v[scanned:], stacked))
+        return x
 
     def hidden(self, text: jax.Array, image: jax.Array) -> jax.Array:
         """Final-normalised hidden states (B, T + g², W) of the stream."""
         x = self.embed(text, image).astype(self.dtype)
-        fns, ids = self._attention_fns()
-        dtype = self.dtype
-
-        def step(x, layer):
-            p, kind = layer
-            p = jax.tree.map(lambda v: v.astype(dtype), p)
-            if len(fns) == 1:
-                attn = fns[0]
-            else:
-                attn = lambda q, k, v: jax.lax.switch(kind, fns, q, k, v)  # noqa: E731
-            return block(p, x, attn), None
-
-        if self.remat:
-            step = jax.checkpoint(step, prevent_cse=False)
-        x, _ = jax.lax.scan(step, x, (self.layers.stacked(), jnp.asarray(ids)))
+        stack = self._grouped_stack if self.remat == "none" else self._switched_stack
+        x = stack(x, self.layers.stacked())
         return layer_norm(x, self.final_scale[...], self.final_bias[...])
 
     def __call__(self, text: jax.Array, image: jax.Array) -> tuple[jax.Array, jax.Array]:
