@@ -103,7 +103,7 @@ def _tiny(c):
 
 def _small(c):
     c.model.update(text_vocab=4096, text_len=64, image_vocab=1024, grid=16, width=512, depth=8,
-                   heads=8, head_dim=64, conv_kernel=11, block_size=64, dtype="float32",
+                   heads=8, head_dim=64, conv_kernel=11, block_size=32, dtype="float32",
                    remat="dots")
     c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=128,
                                       global_batch_size=8)

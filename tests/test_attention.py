@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dalle_jax.models.attention import attend, block_plan
+from dalle_jax.models.attention import attend, band_plan, global_prefix
 from dalle_jax.models.attention_masks import column_major_order, stream_mask
 
 TEXT, GRID, KERNEL = 6, 4, 3
@@ -57,16 +57,31 @@ def test_implementations_agree_forward_and_backward(impl, kind):
         np.testing.assert_allclose(g, gw, rtol=1e-4, atol=1e-5)
 
 
-def test_block_plan_skips_untouched_blocks():
+def test_band_plan_covers_the_mask_with_a_prefix_and_few_diagonals():
     mask = stream_mask("row", 64, 16)  # text 64, grid 16: L = 320
-    padded = np.asarray(mask)
-    key_blocks, block_masks = block_plan(padded, 32)
-    assert key_blocks.shape[0] == 10
-    # An image query block sees the 2 text blocks, itself and the block before it: 4 of 10.
-    assert key_blocks.shape[1] == 4
-    assert block_masks.sum() == mask.sum()  # every allowed pair lands in exactly one slot
-    full_keys, _ = block_plan(np.asarray(stream_mask("full", 64, 16)), 32)
-    assert full_keys.shape[1] == 10
+    plan = band_plan(mask, 32)
+    assert plan.prefix == 64  # the text
+    assert plan.offsets == (0, 1)  # an image block sees itself and the block before it
+    assert plan.keys_per_query == 64 + 2 * 32  # of 320
+    # every allowed pair lands in exactly one place
+    assert plan.prefix_mask.sum() + plan.tiles.sum() + 256 * 64 == mask.sum()
+    column = stream_mask("column", 64, 16)
+    order = column_major_order(64, 16)
+    assert band_plan(column[np.ix_(order, order)], 32).offsets == (0,)  # whole columns per block
+    assert band_plan(stream_mask("conv", 64, 16, 11), 32).offsets == (0, 1, 2, 3)
+    assert global_prefix(stream_mask("full", 64, 16)) == 320  # causal: all of it is a prefix
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_blocksparse_handles_any_mask(seed):
+    """A random mask (no prefix, entries above the diagonal) still gives dense's answer."""
+    rng = np.random.default_rng(seed)
+    length = TEXT + GRID * GRID
+    mask = rng.random((length, length)) < 0.3
+    mask[np.arange(length), np.arange(length)] = True
+    q, k, v = _qkv(seed)
+    np.testing.assert_allclose(attend(q, k, v, mask, impl="blocksparse", block_size=4),
+                               _reference(q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_arguments_are_named():

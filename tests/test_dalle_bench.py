@@ -1,8 +1,16 @@
-"""`bench train` on the tiny preset: its JSON has consistent figures for both implementations."""
+"""`bench train` on the tiny preset: its JSON has consistent figures for both implementations, and
+its model FLOP count agrees with XLA's on a one-layer model."""
 
+import jax
+import numpy as np
 import pytest
+from flax import nnx
 
 from dalle_jax.benchmarks import train
+from dalle_jax.benchmarks.model_flops import forward_flops, train_step_flops
+from dalle_jax.benchmarks.timing import compiled_flops
+from dalle_jax.models import attention_masks
+from dalle_jax.models.transformer import DalleTransformer
 from tests.helpers.configs import load
 
 
@@ -12,7 +20,26 @@ def test_bench_train_reports_consistent_figures(impl):
     out = train.run(config, seconds=0.05, attention_shape=(8, 4))
     assert out["tokens_per_step"] == 8 * (16 + 16)
     assert out["tokens_per_s"] == pytest.approx(out["tokens_per_step"] / out["step_s"])
-    assert out["flops_per_step"] > 0 and 0 < out["fraction_of_peak"]
+    assert out["model_flops_per_step"] == train_step_flops(config.model, 8)
+    assert out["flops_per_s"] == pytest.approx(out["model_flops_per_step"] / out["step_s"])
+    assert 0 < out["fraction_of_peak"]
     op = out["attention_op"]
     assert (op["text_len"], op["grid"]) == (8, 4)
     assert op["speedup_vs_dense"] == pytest.approx(op["dense_s"] / op[f"{impl}_s"])
+
+
+def test_forward_flops_match_xla_on_one_dense_layer():
+    m = load("dalle", "tiny", **{"model.depth": 1, "model.pattern": "full",
+                                 "model.attention": "dense", "model.width": 64}).model
+    model = DalleTransformer.from_config(m)
+    graphdef, params = nnx.split(model, nnx.Param)
+    b = 4
+    text = np.ones((b, m.text_len), np.int32)
+    image = np.zeros((b, m.grid, m.grid), np.int32)
+    xla = compiled_flops(jax.jit(lambda p: nnx.merge(graphdef, p)(text, image)), params)
+    ours = forward_flops(m, b)
+    length = m.text_len + m.grid ** 2
+    allowed = np.count_nonzero(attention_masks.stream_mask("full", m.text_len, m.grid))
+    dense = ours["attention"] * length ** 2 / allowed  # the dense kernel computes every pair
+    matmuls = ours["projections"] + ours["logits"] + dense
+    assert matmuls <= xla <= 1.15 * matmuls  # XLA adds the elementwise work

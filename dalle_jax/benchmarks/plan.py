@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 
 from dalle_jax.models import attention_masks
-from dalle_jax.models.attention import block_plan
+from dalle_jax.models.attention import band_plan
 from dalle_jax.models.transformer import DTYPES, DalleTransformer
 from dalle_jax.parallel.partitioning import resolve_spec
 
@@ -61,10 +61,7 @@ def _keys_per_query(model: ml_collections.ConfigDict) -> int:
         if kind == "column":
             order = attention_masks.column_major_order(model.text_len, model.grid)
             mask = mask[np.ix_(order, order)]
-        padded = -(-length // block) * block
-        full = np.zeros((padded, padded), bool)
-        full[:length, :length] = mask
-        widest = max(widest, block_plan(full, block)[0].shape[1] * block)
+        widest = max(widest, band_plan(mask, block).keys_per_query)
     return widest
 
 

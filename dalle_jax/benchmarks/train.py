@@ -1,8 +1,8 @@
 """`bench train`: transformer training throughput and the attention op alone, dense vs blocksparse.
 
 On random text ids and codes of the config's shapes and batch (no data, no dVAE): tokens/s and
-seconds per train step, the FLOPs XLA counts per step and their rate against a float32 matmul peak
-measured in the same run, and the process's peak resident memory. Then one attention layer
+seconds per train step, the model FLOPs per step (`model_flops`) and their rate against a float32
+matmul peak measured in the same run, and the process's peak resident memory. Then one attention layer
 (forward and backward, every pattern of the config's schedule) timed with `dense` and with the
 config's implementation, at the config's shapes or at `--attention_shape=TEXT_LEN,GRID`.
 """
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dalle_jax.benchmarks.model_flops import forward_flops, train_step_flops
 from dalle_jax.benchmarks.timing import matmul_peak, time_calls, time_train_steps
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import attend
@@ -61,7 +62,8 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
     batch = {"text": rng.integers(1, m.text_vocab, (b, m.text_len)).astype(np.int32),
              "image": rng.integers(0, m.image_vocab, (b, m.grid, m.grid)).astype(np.int32)}
     step = dalle_steps.make_train_step(spec, config, dalle_optimizer.learning_rate(config.optimizer))
-    step_s, flops, _ = time_train_steps(step, state, batch, seconds=seconds)
+    step_s, _, _ = time_train_steps(step, state, batch, seconds=seconds)
+    flops = train_step_flops(m, b)
     rss = _peak_rss_gib()
     text_len, grid = attention_shape or (m.text_len, m.grid)
     dense_s = attention_op(m, "dense", batch=b, text_len=text_len, grid=grid, seconds=seconds)
@@ -73,7 +75,9 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
         "benchmark": "train", "preset": config.get("preset"), "attention": m.attention,
         "pattern": m.pattern, "dtype": m.dtype, "devices": jax.device_count(),
         "platform": jax.devices()[0].platform, "batch": b, "tokens_per_step": tokens,
-        "step_s": step_s, "tokens_per_s": tokens / step_s, "flops_per_step": flops,
+        "remat": m.remat, "step_s": step_s, "tokens_per_s": tokens / step_s,
+        "model_flops_per_step": flops,
+        "forward_flops_by_part": forward_flops(m, b),
         "flops_per_s": flops / step_s, "matmul_peak_flops_per_s": peak,
         "fraction_of_peak": flops / step_s / peak, "peak_rss_gib": rss,
         "attention_op": {"text_len": text_len, "grid": grid, "dense_s": dense_s,

@@ -4,20 +4,27 @@
 boolean (`mask[q, k]`: query q may see key k), returns (B, L, H, D); q is scaled by 1/√D here.
 
 - `dense`: one masked einsum over all L × L pairs: the reference.
-- `blocksparse`: plain XLA. The stream is cut into blocks of `block_size`; from the numpy mask each
-  query block gets the static list of key blocks it touches; keys and values of those blocks are
-  gathered and only those products are computed, so FLOPs and memory grow with the pattern's
-  nonzero blocks rather than with L². `order` (a permutation of positions, e.g.
+- `blocksparse`: plain XLA, for masks made of a global prefix and a band, which is what every
+  DALL·E pattern is (`band_plan`). The prefix (the text) is the longest run of first positions that
+  every later query sees in full and that never see a later position: its queries attend densely
+  among themselves, and every later query scores all prefix keys with one plain matmul. The rest
+  (the image) is cut into blocks of `block_size`; a query block meets key blocks only at the few
+  block offsets (diagonals) where the mask has entries, and those key blocks are static shifted
+  slices of the keys, so no gather or scatter is needed (XLA's CPU scatter is slow). FLOPs and
+  memory grow with the band's width, not with L². `order` (a permutation of positions, e.g.
   `attention_masks.column_major_order`) is applied first and undone after: the column pattern is a
   band in column-major order, as the paper arranges it.
 - `splash`: JAX's Pallas splash attention with the same numpy mask (TPU; on other backends it runs
   in interpret mode, which is how the tests check it agrees with `dense`). Its blocks are
   `block_size` rounded up to a multiple of 128, as its kernels require.
 
-The stream is padded to a multiple of the block size; a padding position sees only itself.
+Blocks are padded to a multiple of the block size; padding keys are never seen, padding queries
+are dropped.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,25 +50,21 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: np.ndarray, *, impl: 
     if order is not None:
         q, k, v = (x[:, order] for x in (q, k, v))
         mask = mask[np.ix_(order, order)]
-    if impl == "splash":  # its kernels take key blocks in multiples of 128 lanes
-        block_size = max(SPLASH_LANES, -(-block_size // SPLASH_LANES) * SPLASH_LANES)
-    padded = _padded_mask(mask, block_size)
-    q, k, v = (_pad(x, padded.shape[0]) for x in (q, k, v))
     if impl == "blocksparse":
-        out = _blocksparse(q, k, v, padded, block_size)
-    else:
+        out = _blocksparse(q, k, v, band_plan(mask, block_size))
+    else:  # splash: its kernels take key blocks in multiples of 128 lanes
+        block_size = max(SPLASH_LANES, -(-block_size // SPLASH_LANES) * SPLASH_LANES)
+        padded = _padded_mask(mask, block_size)
+        q, k, v = (_pad(x, padded.shape[0]) for x in (q, k, v))
         out = _splash(q, k, v, padded, block_size,
-                      jax.default_backend() != "tpu" if interpret is None else interpret)
-    out = out[:, :length]
+                      jax.default_backend() != "tpu" if interpret is None else interpret)[:, :length]
     if order is not None:
         out = out[:, np.argsort(order)]
     return out
 
 
 def _dense(q, k, v, mask):
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-    logits = jnp.where(mask, logits, _MASKED)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    weights = _softmax_weights(jnp.einsum("bqhd,bkhd->bhqk", q, k), mask, v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
@@ -81,43 +84,106 @@ def _padded_mask(mask: np.ndarray, block: int) -> np.ndarray:
     return out
 
 
-def block_plan(mask: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """(key_blocks (n, m) int32, block_masks (n, block, m·block) bool) of a padded mask.
+class BandPlan(NamedTuple):
+    """How `blocksparse` covers a mask: a dense prefix, then a band of block diagonals.
 
-    Row i of `key_blocks` lists the key blocks that query block i touches (padded to the longest
-    list by repeating its last entry, whose mask is then all False); `block_masks` holds the mask
-    entries of those blocks side by side.
+    prefix: length G of the global prefix; prefix_mask: (G, G) mask among its positions.
+    block: block size; offsets: the block diagonals o (key block = query block − o) that hold
+    entries of the rest; tiles: (n, block, len(offsets) · block) mask of each query block of the
+    rest against its key blocks, side by side in the order of `offsets`.
     """
-    n = mask.shape[0] // block
-    tiles = mask.reshape(n, block, n, block).transpose(0, 2, 1, 3)  # (n, n, block, block)
-    touched = tiles.any(axis=(2, 3))
-    width = int(touched.sum(axis=1).max())
-    key_blocks = np.zeros((n, width), np.int32)
-    block_masks = np.zeros((n, block, width * block), dtype=bool)
-    for i in range(n):
-        js = np.flatnonzero(touched[i])
-        key_blocks[i, :len(js)] = js
-        key_blocks[i, len(js):] = js[-1]
-        for slot, j in enumerate(js):
-            block_masks[i, :, slot * block:(slot + 1) * block] = tiles[i, j]
-    return key_blocks, block_masks
+
+    prefix: int
+    prefix_mask: np.ndarray
+    block: int
+    offsets: tuple[int, ...]
+    tiles: np.ndarray
+
+    @property
+    def keys_per_query(self) -> int:
+        """Keys scored by each query of the rest: the prefix plus its band."""
+        return self.prefix + len(self.offsets) * self.block
 
 
-def _blocksparse(q, k, v, mask, block):
+def global_prefix(mask: np.ndarray) -> int:
+    """Largest G such that every G' ≤ G has mask[G':, :G'] all True and mask[:G', G':] all False
+    (the prefix grows position by position while it stays global; for a causal mask such as the
+    text part of the stream the second condition always holds)."""
+    length = mask.shape[0]
+    rows = np.arange(length)
+    # seen_from[j]: first query row from which every later row sees key j (length if none does).
+    all_below = np.logical_and.accumulate(mask[::-1], axis=0)[::-1]
+    seen_from = np.where(all_below.any(0), np.argmax(all_below, axis=0), length)
+    # last_seen[i]: the last key query i sees (-1 if none).
+    last_seen = np.where(mask.any(1), length - 1 - np.argmax(mask[:, ::-1], axis=1), -1)
+    need = np.maximum.accumulate(seen_from)  # need[G-1] ≤ G: every later row sees keys < G
+    reach = np.maximum.accumulate(last_seen)  # reach[G-1] < G: the first G see nothing later
+    ok = (need <= rows + 1) & (reach < rows + 1)
+    return int(np.argmin(ok)) if not ok.all() else length
+
+
+def band_plan(mask: np.ndarray, block: int) -> BandPlan:
+    """The prefix and block band of a boolean (L, L) mask for `blocksparse`."""
+    if block < 1:
+        raise ValueError(f"attention block_size must be positive, got {block}")
+    g = global_prefix(mask)
+    rest = mask[g:, g:]
+    n = -(-rest.shape[0] // block)
+    padded = np.zeros((n * block, n * block), dtype=bool)
+    padded[:rest.shape[0], :rest.shape[0]] = rest
+    touched = padded.reshape(n, block, n, block).any(axis=(1, 3))
+    qi, kj = np.nonzero(touched)
+    offsets = tuple(range(int((qi - kj).min()), int((qi - kj).max()) + 1)) if len(qi) else (0,)
+    tiles = np.zeros((n, block, len(offsets) * block), dtype=bool)
+    for slot, o in enumerate(offsets):
+        for i in range(max(0, o), min(n, n + o)):
+            tiles[i, :, slot * block:(slot + 1) * block] = padded[
+                i * block:(i + 1) * block, (i - o) * block:(i - o + 1) * block]
+    return BandPlan(g, mask[:g, :g], block, offsets, tiles)
+
+
+def _softmax_weights(logits, mask, dtype):
+    logits = jnp.where(mask, logits, _MASKED)
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+
+
+def _blocksparse(q, k, v, plan: BandPlan):
     b, length, h, d = q.shape
-    n = length // block
-    key_blocks, block_masks = block_plan(mask, block)
-    width = key_blocks.shape[1]
-    qb = q.reshape(b, n, block, h, d)
+    g, block, offsets = plan.prefix, plan.block, plan.offsets
+    n = plan.tiles.shape[0]
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # (B, H, L, D): batched matmuls
+    outs = []
+    if g:  # prefix queries: dense among the prefix
+        w = _softmax_weights(jnp.einsum("bhqd,bhkd->bhqk", q[:, :, :g], k[:, :, :g]),
+                             plan.prefix_mask, v.dtype)
+        outs.append(jnp.einsum("bhqk,bhkd->bhqd", w, v[:, :, :g]))
+    if length > g:
+        def blocks(x, before=0, after=0):  # rest of x → (B, H, before + n + after, block, D)
+            rest = x[:, :, g:]
+            pad = ((0, 0), (0, 0), (before * block, (n + after) * block - rest.shape[2]), (0, 0))
+            return jnp.pad(rest, pad).reshape(b, h, before + n + after, block, d)
 
-    def gather(x):  # (B, L, H, D) → (B, n, width·block, H, D): the key blocks of each query block
-        return x.reshape(b, n, block, h, d)[:, key_blocks].reshape(b, n, width * block, h, d)
+        before, after = max(0, max(offsets)), max(0, -min(offsets))
+        kb, vb = blocks(k, before, after), blocks(v, before, after)
 
-    logits = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, gather(k))
-    logits = jnp.where(block_masks[None, :, None], logits, _MASKED)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights, gather(v))
-    return out.reshape(b, length, h, d)
+        def band(xb):  # key block i − o of query block i, for each offset, side by side
+            parts = [xb[:, :, before - o:before - o + n] for o in offsets]
+            return jnp.stack(parts, axis=3).reshape(b, h, n, len(offsets) * block, d)
+
+        qb = blocks(q)
+        local = jnp.einsum("bhnqd,bhnkd->bhnqk", qb, band(kb))
+        if g:
+            logits = jnp.concatenate(
+                [jnp.einsum("bhnqd,bhkd->bhnqk", qb, k[:, :, :g]), local], axis=-1)
+            mask = np.concatenate([np.ones((n, block, g), bool), plan.tiles], axis=-1)
+        else:
+            logits, mask = local, plan.tiles
+        w = _softmax_weights(logits, mask[None, None], v.dtype)
+        out = jnp.einsum("bhnqk,bhnkd->bhnqd", w[..., g:], band(vb))
+        if g:
+            out = out + jnp.einsum("bhnqk,bhkd->bhnqd", w[..., :g], v[:, :, :g])
+        outs.append(out.reshape(b, h, n * block, d)[:, :, :length - g])
+    return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
 
 
 def _splash_kernel(mask: np.ndarray, heads: int, block: int, interpret: bool):
