@@ -42,8 +42,9 @@ def _base() -> ml_collections.ConfigDict:
         block_size=128,
         # Computation dtype ('float32' or 'bfloat16'); parameters stay float32.
         dtype="bfloat16",
-        # What the backward pass recomputes: 'none', 'dots' (keep the weight matmuls' outputs,
-        # recompute attention, norms, GELU) or 'full' (keep each layer's input; ~1/3 more FLOPs).
+        # What the backward pass recomputes: 'none', 'dots' (keep q, k, v and the MLP
+        # pre-activation; recompute attention, output projection, norms, GELU) or 'full' (keep
+        # each layer's input; a second forward pass).
         remat="full",
     ))
     c.loss = ml_collections.ConfigDict(dict(

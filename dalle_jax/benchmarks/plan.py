@@ -7,8 +7,8 @@ config's logical-axis rules resolved against the requested mesh sizes (no device
 - optimizer state: AdamW's two moments (like their parameter) plus the parameter EMA, so 3× that;
 - activations (an estimate, stated so): with `remat='full'`, the residual stream kept at every
   layer boundary, B·L·W per layer in the compute dtype, plus one layer's working set recomputed in
-  the backward pass; with 'dots', also each layer's matmul outputs (B·L·(3·H·D + (1 + r)·W + W),
-  r the MLP ratio); with 'none', every layer's working set. A layer's working set is its q, k, v and
+  the backward pass; with 'dots', also each layer's q, k, v and MLP pre-activation
+  (B·L·(3·H·D + r·W), r the MLP ratio); with 'none', every layer's working set. A layer's working set is its q, k, v and
   attention output (4·B·L·H·D), the attention weights (B·H·L·K, K the keys a query block computes:
   L for dense, the widest block row for blocksparse/splash) and the MLP hidden (B·L·4W), with H and
   the MLP split over `tensor`; the logits over each position's vocabulary are added in float32.
@@ -92,7 +92,7 @@ def run(config: ml_collections.ConfigDict, mesh_sizes: dict[str, int]) -> dict:
     layer = act * b * length * (4 * heads * m.head_dim + m.mlp_ratio * m.width / t) \
         + 4 * b * heads * length * _keys_per_query(m)  # softmax weights in float32
     stream = act * b * length * m.width
-    dots = act * b * length * (3 * heads * m.head_dim + (2 + m.mlp_ratio) * m.width / t)
+    dots = act * b * length * (3 * heads * m.head_dim + m.mlp_ratio * m.width / t)
     kept = {"full": stream, "dots": stream + dots, "none": stream + layer}
     if m.remat not in kept:
         raise ValueError(f"model.remat={m.remat!r}; choose one of {sorted(kept)}")

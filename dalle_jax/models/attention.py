@@ -171,17 +171,20 @@ def _blocksparse(q, k, v, plan: BandPlan):
             return jnp.stack(parts, axis=3).reshape(b, h, n, len(offsets) * block, d)
 
         qb = blocks(q)
-        local = jnp.einsum("bhnqd,bhnkd->bhnqk", qb, band(kb))
-        if g:
-            logits = jnp.concatenate(
-                [jnp.einsum("bhnqd,bhkd->bhnqk", qb, k[:, :, :g]), local], axis=-1)
-            mask = np.concatenate([np.ones((n, block, g), bool), plan.tiles], axis=-1)
+        local = jnp.where(plan.tiles, jnp.einsum("bhnqd,bhnkd->bhnqk", qb, band(kb)), _MASKED)
+        local = local.astype(jnp.float32)
+        if g:  # one softmax over the prefix keys and the band, without concatenating them
+            prefix = jnp.einsum("bhnqd,bhkd->bhnqk", qb, k[:, :, :g]).astype(jnp.float32)
+            top = jax.lax.stop_gradient(jnp.maximum(prefix.max(-1, keepdims=True),
+                                                    local.max(-1, keepdims=True)))
+            e_prefix, e_local = jnp.exp(prefix - top), jnp.exp(local - top)
+            total = e_prefix.sum(-1, keepdims=True) + e_local.sum(-1, keepdims=True)
+            out = (jnp.einsum("bhnqk,bhkd->bhnqd", e_prefix.astype(v.dtype), v[:, :, :g])
+                   + jnp.einsum("bhnqk,bhnkd->bhnqd", e_local.astype(v.dtype), band(vb)))
+            out = (out / total).astype(v.dtype)
         else:
-            logits, mask = local, plan.tiles
-        w = _softmax_weights(logits, mask[None, None], v.dtype)
-        out = jnp.einsum("bhnqk,bhnkd->bhnqd", w[..., g:], band(vb))
-        if g:
-            out = out + jnp.einsum("bhnqk,bhkd->bhnqd", w[..., :g], v[:, :, :g])
+            w = jax.nn.softmax(local, axis=-1).astype(v.dtype)
+            out = jnp.einsum("bhnqk,bhnkd->bhnqd", w, band(vb))
         outs.append(out.reshape(b, h, n * block, d)[:, :, :length - g])
     return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
 

@@ -13,8 +13,8 @@ LayerNorm. The layers' parameters are stacked on a leading `layers` axis and run
 `lax.scan`, each layer with its static pattern (`attention_masks.layer_kinds`). `remat` picks what
 the backward pass recomputes, and with it how the stack runs:
 
-- 'dots' (keep only the outputs of the weight matmuls; recompute attention, norms, GELU) or 'full'
-  (keep only each layer's input): one scan over all layers, the attention picking the layer's
+- 'dots' (keep each layer's input, its q, k, v and its MLP pre-activation; recompute attention,
+  the output projection, norms and GELU) or 'full' (keep only each layer's input): one scan over all layers, the attention picking the layer's
   pattern with `lax.switch`. Rematerialising inside the switch keeps one layer's working set.
 - 'none': keep everything. A switch would then keep every pattern's attention residuals at every
   layer, so instead the paper's schedule, which repeats with a period of four, runs as a scan over
@@ -35,13 +35,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from dalle_jax.data.tokenizer import PAD_ID
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import IMPLEMENTATIONS, attend
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-REMAT = {"none": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+# 'dots' keeps the two widest matmul outputs the backward pass needs (q, k, v and the MLP's
+# pre-activation) and recomputes attention, the output projection, norms and GELU.
+REMAT = {"none": None,
+         "dots": jax.checkpoint_policies.save_only_these_names("qkv", "mlp_hidden"),
          "full": jax.checkpoint_policies.nothing_saveable}
 _EPS = 1e-5
 
@@ -100,12 +104,12 @@ def block(p: dict, x: jax.Array, attn_fn) -> jax.Array:
     heads, head_dim = p["qkv"].shape[-2:]
     x = x.reshape(b * length, width)
     h = layer_norm(x, p["ln1_scale"], p["ln1_bias"])
-    qkv = h @ p["qkv"].reshape(width, -1) + p["qkv_bias"].reshape(-1)
+    qkv = checkpoint_name(h @ p["qkv"].reshape(width, -1) + p["qkv_bias"].reshape(-1), "qkv")
     qkv = qkv.reshape(b, length, 3, heads, head_dim)
     a = attn_fn(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(b * length, -1)
     x = x + a @ p["out"].reshape(-1, width) + p["out_bias"]
     h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
-    h = jax.nn.gelu(h @ p["mlp_in"] + p["mlp_in_bias"])
+    h = jax.nn.gelu(checkpoint_name(h @ p["mlp_in"] + p["mlp_in_bias"], "mlp_hidden"))
     return (x + h @ p["mlp_out"] + p["mlp_out_bias"]).reshape(b, length, width)
 
 

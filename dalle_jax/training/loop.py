@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from dalle_jax.data import pipeline
 from dalle_jax.parallel.mesh import make_mesh
 from dalle_jax.training import checkpoint, train_state
+from dalle_jax.training.host_memory import release_freed_memory
 from dalle_jax.training.metrics import MetricWriter
 
 
@@ -95,6 +96,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
             for step in range(start + 1, t.num_steps + 1):
                 batch = next(loader)
                 state, metrics = step_fn(state, batch)
+                if step == start + 1:
+                    release_freed_memory()  # what compiling the step left behind
                 if not float(metrics["finite"]):
                     if t.on_nonfinite == "stop":
                         raise NonFiniteLoss(f"non-finite training loss at step {step}; the state "
