@@ -81,9 +81,10 @@ def _base() -> ml_collections.ConfigDict:
     ))
     c.train = config_parts.train_config(eval_every=10_000, image_every=0)
     c.partitioning = ml_collections.ConfigDict(dict(
-        # Logical axis → mesh axis: FSDP over the model width, tensor parallel over heads and MLP.
+        # Logical axis → mesh axis: FSDP over the model width, tensor parallel over heads and MLP;
+        # activations: the batch over data and fsdp, heads / MLP / vocabulary over tensor.
         rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,
-                   layers=None, norm=None),
+                   layers=None, norm=None, batch=("data", "fsdp")),
     ))
     c.mesh = config_parts.mesh_config()
     return c

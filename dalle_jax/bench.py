@@ -3,7 +3,7 @@
   python -m dalle_jax.bench dvae --config=configs/dvae.py:shapes [--seconds=5]
   python -m dalle_jax.bench plan --config=configs/dalle.py:paper --mesh=data:64,fsdp:8,tensor:4
   python -m dalle_jax.bench train --config=configs/dalle.py:small [--attention=dense|blocksparse]
-      [--attention_shape=256,32]
+      [--attention_shape=256,32] [--profile=DIR]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def _train(config, args):
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
             raise ValueError(f"--attention_shape={args['attention_shape']!r}: write TEXT_LEN,GRID")
         shape = (int(parts[0]), int(parts[1]))
-    return train.run(config, seconds=args["seconds"], attention_shape=shape)
+    return train.run(config, seconds=args["seconds"], attention_shape=shape,
+                     profile_dir=args["profile"] or None)
 
 
 BENCHMARKS = {"dvae": _dvae, "plan": _plan, "train": _train}
@@ -61,11 +62,12 @@ def main(argv: list[str]) -> None:
                                   "train: attention implementation (default: the config's)")
     attention_shape = flags.DEFINE_string("attention_shape", "",
                                           "train: TEXT_LEN,GRID of the attention-op timing")
+    profile = flags.DEFINE_string("profile", "", "train: write a jax.profiler trace of 3 steps here")
     flags.mark_flags_as_required(["config"])
     parse_flags(f"python -m dalle_jax.bench {name}", rest)
     try:
         args = {"seconds": seconds.value, "mesh": mesh.value, "attention": attention.value,
-                "attention_shape": attention_shape.value}
+                "attention_shape": attention_shape.value, "profile": profile.value}
         print(json.dumps(BENCHMARKS[name](config.value, args)))
     except ValueError as e:
         fail(str(e))

@@ -1,6 +1,8 @@
 """`bench train` on the tiny preset: its JSON has consistent figures for both implementations, and
 its model FLOP count agrees with XLA's on a one-layer model."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -15,9 +17,12 @@ from tests.helpers.configs import load
 
 
 @pytest.mark.parametrize("impl", ["dense", "blocksparse"])
-def test_bench_train_reports_consistent_figures(impl):
+def test_bench_train_reports_consistent_figures(impl, tmp_path):
     config = load("dalle", "tiny", **{"model.attention": impl})
-    out = train.run(config, seconds=0.05, attention_shape=(8, 4))
+    profile = str(tmp_path / "trace") if impl == "dense" else None
+    out = train.run(config, seconds=0.05, attention_shape=(8, 4), profile_dir=profile)
+    if profile:  # a trace of the profiled steps was written
+        assert any(f.endswith(".xplane.pb") for _, _, fs in os.walk(profile) for f in fs)
     assert out["tokens_per_step"] == 8 * (16 + 16)
     assert out["tokens_per_s"] == pytest.approx(out["tokens_per_step"] / out["step_s"])
     assert out["model_flops_per_step"] == train_step_flops(config.model, 8)

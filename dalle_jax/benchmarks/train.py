@@ -51,8 +51,11 @@ def attention_op(model: ml_collections.ConfigDict, impl: str, *, batch: int, tex
 
 
 def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
-        attention_shape: tuple[int, int] | None = None) -> dict:
-    """Measures the config's train step and its attention op; returns the JSON-able figures."""
+        attention_shape: tuple[int, int] | None = None, profile_dir: str | None = None) -> dict:
+    """Measures the config's train step and its attention op; returns the JSON-able figures.
+
+    With `profile_dir`, three more steps run under `jax.profiler.trace` (open the trace with
+    TensorBoard's profile plugin or Perfetto)."""
     m = config.model
     mesh = make_mesh(dict(config.mesh))
     tx = dalle_optimizer.make(config.optimizer)
@@ -65,7 +68,12 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
     step = dalle_steps.make_train_step(spec, config, dalle_optimizer.learning_rate(config.optimizer))
     step = step.lower(state, batch).compile()
     release_freed_memory()  # as the training loop does after its first step
-    step_s, _, _ = time_train_steps(step, state, batch, seconds=seconds, count_flops=False)
+    step_s, _, state = time_train_steps(step, state, batch, seconds=seconds, count_flops=False)
+    if profile_dir:
+        with jax.profiler.trace(profile_dir):
+            for _ in range(3):
+                state, metrics = step(state, batch)
+            jax.block_until_ready(metrics)
     flops = train_step_flops(m, b)
     rss = _peak_rss_gib()
     text_len, grid = attention_shape or (m.text_len, m.grid)
@@ -83,6 +91,7 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
         "forward_flops_by_part": forward_flops(m, b),
         "flops_per_s": flops / step_s, "matmul_peak_flops_per_s": peak,
         "fraction_of_peak": flops / step_s / peak, "peak_rss_gib": rss,
+        "profile_dir": profile_dir,
         "attention_op": {"text_len": text_len, "grid": grid, "dense_s": dense_s,
                          f"{m.attention}_s": impl_s, "speedup_vs_dense": dense_s / impl_s},
     }

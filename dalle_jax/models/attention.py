@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dalle_jax.models.band_attention import band_attention
+
 IMPLEMENTATIONS = ("dense", "blocksparse", "splash")
 _MASKED = -1e30  # finite, so a row never becomes NaN
 SPLASH_LANES = 128
@@ -170,21 +172,8 @@ def _blocksparse(q, k, v, plan: BandPlan):
             parts = [xb[:, :, before - o:before - o + n] for o in offsets]
             return jnp.stack(parts, axis=3).reshape(b, h, n, len(offsets) * block, d)
 
-        qb = blocks(q)
-        local = jnp.where(plan.tiles, jnp.einsum("bhnqd,bhnkd->bhnqk", qb, band(kb)), _MASKED)
-        local = local.astype(jnp.float32)
-        if g:  # one softmax over the prefix keys and the band, without concatenating them
-            prefix = jnp.einsum("bhnqd,bhkd->bhnqk", qb, k[:, :, :g]).astype(jnp.float32)
-            top = jax.lax.stop_gradient(jnp.maximum(prefix.max(-1, keepdims=True),
-                                                    local.max(-1, keepdims=True)))
-            e_prefix, e_local = jnp.exp(prefix - top), jnp.exp(local - top)
-            total = e_prefix.sum(-1, keepdims=True) + e_local.sum(-1, keepdims=True)
-            out = (jnp.einsum("bhnqk,bhkd->bhnqd", e_prefix.astype(v.dtype), v[:, :, :g])
-                   + jnp.einsum("bhnqk,bhnkd->bhnqd", e_local.astype(v.dtype), band(vb)))
-            out = (out / total).astype(v.dtype)
-        else:
-            w = jax.nn.softmax(local, axis=-1).astype(v.dtype)
-            out = jnp.einsum("bhnqk,bhnkd->bhnqd", w, band(vb))
+        prefix = (k[:, :, :g], v[:, :, :g]) if g else (None, None)
+        out = band_attention(blocks(q), band(kb), band(vb), plan.tiles, *prefix)
         outs.append(out.reshape(b, h, n * block, d)[:, :, :length - g])
     return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
 

@@ -40,6 +40,7 @@ from jax.ad_checkpoint import checkpoint_name
 from dalle_jax.data.tokenizer import PAD_ID
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import IMPLEMENTATIONS, attend
+from dalle_jax.parallel.partitioning import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # 'dots' keeps the two widest matmul outputs the backward pass needs (q, k, v and the MLP's
@@ -105,12 +106,15 @@ def block(p: dict, x: jax.Array, attn_fn) -> jax.Array:
     x = x.reshape(b * length, width)
     h = layer_norm(x, p["ln1_scale"], p["ln1_bias"])
     qkv = checkpoint_name(h @ p["qkv"].reshape(width, -1) + p["qkv_bias"].reshape(-1), "qkv")
-    qkv = qkv.reshape(b, length, 3, heads, head_dim)
+    qkv = constrain(qkv.reshape(b, length, 3, heads, head_dim),
+                    ("batch", None, None, "heads", None))
     a = attn_fn(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(b * length, -1)
     x = x + a @ p["out"].reshape(-1, width) + p["out_bias"]
     h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
     h = jax.nn.gelu(checkpoint_name(h @ p["mlp_in"] + p["mlp_in_bias"], "mlp_hidden"))
-    return (x + h @ p["mlp_out"] + p["mlp_out_bias"]).reshape(b, length, width)
+    h = constrain(h, ("batch", "mlp"))  # rows are (batch · position)
+    x = x + h @ p["mlp_out"] + p["mlp_out_bias"]
+    return constrain(x.reshape(b, length, width), ("batch", None, None))
 
 
 def layer_groups(kinds: tuple[str, ...]) -> tuple[tuple[str, ...], int, tuple[str, ...]]:
@@ -244,7 +248,7 @@ class DalleTransformer(nnx.Module):
 
     def hidden(self, text: jax.Array, image: jax.Array) -> jax.Array:
         """Final-normalised hidden states (B, T + g², W) of the stream."""
-        x = self.embed(text, image).astype(self.dtype)
+        x = constrain(self.embed(text, image).astype(self.dtype), ("batch", None, None))
         stack = self._grouped_stack if self.remat == "none" else self._switched_stack
         x = stack(x, self.layers.stacked())
         return layer_norm(x, self.final_scale[...], self.final_bias[...])
@@ -256,6 +260,8 @@ class DalleTransformer(nnx.Module):
         """
         h = self.hidden(text, image)
         t = self.text_len
-        text_logits = h[:, :t - 1] @ self.text_head[...].astype(h.dtype)
-        image_logits = h[:, t - 1:-1] @ self.image_head[...].astype(h.dtype)
+        text_logits = constrain(h[:, :t - 1] @ self.text_head[...].astype(h.dtype),
+                                ("batch", None, "vocab"))
+        image_logits = constrain(h[:, t - 1:-1] @ self.image_head[...].astype(h.dtype),
+                                 ("batch", None, "vocab"))
         return text_logits.astype(jnp.float32), image_logits.astype(jnp.float32)

@@ -1,6 +1,7 @@
 """Logical axis names → mesh shardings, by a rules table kept in the config.
 
-Models name the axes of their parameters (`conv_out`, `vocab`, `embed`, …); a config's
+Models name the axes of their parameters (`conv_out`, `vocab`, `embed`, …) and of their main
+activations (`batch`, `heads`, `mlp`, …, through `constrain`); a config's
 `partitioning.rules` maps each name to a mesh axis (or none), e.g. `{"conv_out": "fsdp"}` shards
 every convolution's output channels over `fsdp`. A mesh axis is used only once per array, and is
 dropped for a dimension it does not divide (that dimension is replicated instead), so one table
@@ -9,7 +10,9 @@ works for every layer of every size.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+import contextvars
+from typing import Any, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -70,3 +73,27 @@ def describe(shardings: Any) -> dict:
 def shard_fraction(x: jax.Array) -> float:
     """Share of a global array held by one device (1.0 = replicated)."""
     return float(np.prod(x.sharding.shard_shape(x.shape)) / max(1, np.prod(x.shape)))
+
+
+_ACTIVATIONS: contextvars.ContextVar = contextvars.ContextVar("activation_sharding", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules: Mapping[str, Any]) -> Iterator[None]:
+    """Within this context (around the traced model call), `constrain` pins activations."""
+    token = _ACTIVATIONS.set((mesh, dict(rules)))
+    try:
+        yield
+    finally:
+        _ACTIVATIONS.reset(token)
+
+
+def constrain(x: jax.Array, logical: tuple) -> jax.Array:
+    """`x` constrained to the sharding its logical axis names resolve to (a no-op outside
+    `activation_sharding`, e.g. in a plain single-device call)."""
+    context = _ACTIVATIONS.get()
+    if context is None:
+        return x
+    mesh, rules = context
+    return jax.lax.with_sharding_constraint(
+        x, NamedSharding(mesh, resolve_spec(logical, x.shape, rules, mesh)))

@@ -1,7 +1,8 @@
 """Jitted stage-2 steps: a train step (loss, optimizer, parameter EMA) and an eval step.
 
 Both take the state on the shardings of `StateSpec` and batches split over the mesh's batch axes:
-`text` (B, T) int32 and `image` (B, g, g) int32 codes. The state is donated. A non-finite loss
+`text` (B, T) int32 and `image` (B, g, g) int32 codes; inside, the model's activations are pinned
+by the config's partitioning rules (`partitioning.activation_sharding`). The state is donated. A non-finite loss
 leaves the state as it was and says so (`finite` = 0), so the loop can stop or count it.
 """
 
@@ -13,7 +14,7 @@ import ml_collections
 import optax
 
 from dalle_jax.parallel.mesh import batch_sharding
-from dalle_jax.parallel.partitioning import replicated
+from dalle_jax.parallel.partitioning import activation_sharding, replicated
 from dalle_jax.training import train_state
 from dalle_jax.training.dalle_loss import dalle_loss
 
@@ -29,7 +30,8 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
 
     def step(state, batch):
         def loss_fn(params):
-            return dalle_loss(spec.merge(params, {}), batch["text"], batch["image"], **weights)
+            with activation_sharding(spec.mesh, config.partitioning.rules):
+                return dalle_loss(spec.merge(params, {}), batch["text"], batch["image"], **weights)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"], value=loss)
@@ -54,7 +56,9 @@ def make_eval_step(spec: train_state.StateSpec, config: ml_collections.ConfigDic
     weights = dict(text_weight=config.loss.text_weight, image_weight=config.loss.image_weight)
 
     def run(params, batch):
-        loss, aux = dalle_loss(spec.merge(params, {}), batch["text"], batch["image"], **weights)
+        with activation_sharding(spec.mesh, config.partitioning.rules):
+            loss, aux = dalle_loss(spec.merge(params, {}), batch["text"], batch["image"],
+                                   **weights)
         return dict(aux, loss=loss)
 
     return jax.jit(run, in_shardings=(spec.shardings["ema"], _batch_shardings(spec.mesh)),

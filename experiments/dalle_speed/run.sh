@@ -13,7 +13,7 @@ PYTHON=${PYTHON:-python}
 PEER_PY=${PEER_PY:-/tmp/peer-venv/bin/python}
 PEERS=${PEERS:-$ROOT/../shared/peers}
 OUT=${OUT:-$HERE/results.jsonl}
-SECONDS_EACH=${SECONDS_EACH:-20}
+SECONDS_EACH=${SECONDS_EACH:-10}
 ROUNDS=${ROUNDS:-1}
 SPARSE=axial_row,axial_col,axial_row,axial_row,axial_row,axial_col,axial_row,conv_like
 
@@ -45,6 +45,5 @@ for round in $(seq "$ROUNDS"); do
     peer "$s-peer-full" $text $size full $steps
     ours "$s-dense" $text $grid dense float32
     ours "$s-blocksparse" $text $grid blocksparse float32
-    ours "$s-blocksparse-bf16" $text $grid blocksparse bfloat16
   done
 done
