@@ -124,3 +124,17 @@ def test_gradient_accumulation_equals_one_big_batch():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
         changed += int(not np.allclose(np.asarray(b), c))
     assert changed > 10  # the update happened, and it is the big batch's update
+
+
+def test_activations_are_pinned_by_the_rules():
+    config = load("dalle", "tiny")
+    spec, state, step = _setup(config, {"data": 2, "fsdp": 2, "tensor": 2})
+    hlo = step.lower(state, _batch(config)).as_text()
+    constraints = [line for line in hlo.splitlines() if "sharding_constraint" in line]
+    batch = '{"data", "fsdp"}'
+    assert any(f'[{batch}, {{}}, {{}}]> : tensor<8x32x32xf32>' in c for c in constraints)  # stream
+    assert any(f'[{batch}, {{}}, {{}}, {{"tensor"}}, {{}}]>' in c for c in constraints)  # heads
+    assert any(f'[{batch}, {{"tensor"}}]> : tensor<256x128xf32>' in c for c in constraints)  # mlp
+    outside = DalleTransformer.from_config(config.model)  # a plain call, outside any step
+    text, image = _batch(config)["text"], _batch(config)["image"]
+    assert "sharding_constraint" not in jax.jit(outside.__call__).lower(text, image).as_text()
