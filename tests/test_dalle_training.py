@@ -138,3 +138,15 @@ def test_activations_are_pinned_by_the_rules():
     outside = DalleTransformer.from_config(config.model)  # a plain call, outside any step
     text, image = _batch(config)["text"], _batch(config)["image"]
     assert "sharding_constraint" not in jax.jit(outside.__call__).lower(text, image).as_text()
+
+
+def test_a_nonfinite_loss_leaves_the_state_and_says_so():
+    config = load("dalle", "tiny", **{"loss.text_weight": float("nan")})  # every loss is NaN
+    _, state, step = _setup(config, {"data": 1}, jax.devices()[:1])
+    before = jax.device_get(state)
+    state, metrics = step(state, _batch(config))
+    assert float(metrics["finite"]) == 0.0 and int(state["step"]) == 1  # the data still advances
+    for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(before["params"])):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    for a, b in zip(jax.tree.leaves(state["opt_state"]), jax.tree.leaves(before["opt_state"])):
+        np.testing.assert_array_equal(np.asarray(a), b)
