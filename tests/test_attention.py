@@ -70,6 +70,7 @@ def test_band_plan_covers_the_mask_with_a_prefix_and_few_diagonals():
     assert band_plan(column[np.ix_(order, order)], 32).offsets == (0,)  # whole columns per block
     assert band_plan(stream_mask("conv", 64, 16, 11), 32).offsets == (0, 1, 2, 3)
     assert global_prefix(stream_mask("full", 64, 16)) == 320  # causal: all of it is a prefix
+    assert band_plan(stream_mask("full", 64, 16), 32).keys_per_query == 320
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -103,8 +103,9 @@ class BandPlan(NamedTuple):
 
     @property
     def keys_per_query(self) -> int:
-        """Keys scored by each query of the rest: the prefix plus its band."""
-        return self.prefix + len(self.offsets) * self.block
+        """Keys scored by each query of the rest: the prefix plus its band (the prefix alone when
+        the whole mask is a prefix, as a causal one is)."""
+        return self.prefix + (len(self.offsets) * self.block if len(self.tiles) else 0)
 
 
 def global_prefix(mask: np.ndarray) -> int:

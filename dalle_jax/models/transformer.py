@@ -14,8 +14,9 @@ LayerNorm. The layers' parameters are stacked on a leading `layers` axis and run
 the backward pass recomputes, and with it how the stack runs:
 
 - 'dots' (keep each layer's input, its q, k, v and its MLP pre-activation; recompute attention,
-  the output projection, norms and GELU) or 'full' (keep only each layer's input): one scan over all layers, the attention picking the layer's
-  pattern with `lax.switch`. Rematerialising inside the switch keeps one layer's working set.
+  the output projection, norms and GELU) or 'full' (keep only each layer's input): one scan over
+  all layers, the attention picking the layer's pattern with `lax.switch`. Rematerialising inside
+  the switch keeps one layer's working set.
 - 'none': keep everything. A switch would then keep every pattern's attention residuals at every
   layer, so instead the paper's schedule, which repeats with a period of four, runs as a scan over
   repeats of that unit with static patterns, then the few layers left over, unrolled
@@ -199,15 +200,16 @@ class DalleTransformer(nnx.Module):
         return functools.partial(attend, mask=mask, impl=self.attention,
                                  block_size=self.block_size, order=order)
 
-    def _layer(self, attn_fn, prevent_cse: bool = True):
-        """layer(params of one layer, x) → x, rematerialised as `self.remat` says."""
+    def _layer(self, attn_fn):
+        """layer(params of one layer, x) → x, rematerialised as `self.remat` says (only ever
+        inside a scan, which keeps XLA from merging the recomputation with the forward pass)."""
         dtype = self.dtype
 
         def layer(p, x):
             return block(jax.tree.map(lambda v: v.astype(dtype), p), x, attn_fn)
         if self.remat == "none":
             return layer
-        return jax.checkpoint(layer, policy=REMAT[self.remat], prevent_cse=prevent_cse)
+        return jax.checkpoint(layer, policy=REMAT[self.remat], prevent_cse=False)
 
     def _static_layers(self, kinds: tuple[str, ...]):
         """f(x, params with a leading axis of len(kinds)) running those layers in order."""
@@ -229,7 +231,7 @@ class DalleTransformer(nnx.Module):
             p, kind = layer_and_kind
             attn = fns[0] if len(fns) == 1 else (
                 lambda q, k, v: jax.lax.switch(kind, fns, q, k, v))
-            return self._layer(attn, prevent_cse=False)(p, x), None
+            return self._layer(attn)(p, x), None
         return jax.lax.scan(step, x, (stacked, ids))[0]
 
     def _grouped_stack(self, x: jax.Array, stacked: dict) -> jax.Array:
