@@ -50,7 +50,7 @@ class TextTokenizer:
         self._tok.no_truncation()
         # A caption that happens to contain the text "<pad>" is text, not padding.
         self._tok.encode_special_tokens = True
-        self._ranks: dict[tuple[str, str], int] | None = None
+        self._merges: tuple[dict[tuple[str, str], int], dict[str, int]] | None = None
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -127,10 +127,7 @@ class TextTokenizer:
             return self.encode_batch([text])[0]
         if rng is None:
             raise ValueError("BPE dropout needs a numpy Generator `rng`")
-        out = np.full((self.text_len,), PAD_ID, dtype=np.int32)
-        ids = self.dropout_token_ids(text, dropout, rng)[: self.text_len]
-        out[: len(ids)] = ids
-        return out
+        return self._fixed_length([self.dropout_token_ids(text, dropout, rng)])[0]
 
     def dropout_token_ids(self, text: str, dropout: float, rng: np.random.Generator) -> list[int]:
         """All ids of `text` by BPE with each candidate merge skipped with probability `dropout`.
@@ -138,16 +135,17 @@ class TextTokenizer:
         Per pre-tokenised word: repeatedly merge the adjacent pair of lowest merge rank among
         those that survive a fresh dropout draw, until none survives (or one symbol is left).
         """
-        if self._ranks is None:
+        if self._merges is None:  # merge ranks and vocabulary, read once per tokenizer
             merges = json.loads(self._tok.to_str())["model"]["merges"]
-            self._ranks = {tuple(m.split(" ", 1) if isinstance(m, str) else m): rank
-                           for rank, m in enumerate(merges)}
-        vocab = self._tok.get_vocab()
+            ranks = {tuple(m.split(" ", 1) if isinstance(m, str) else m): rank
+                     for rank, m in enumerate(merges)}
+            self._merges = (ranks, self._tok.get_vocab())
+        ranks, vocab = self._merges
         ids: list[int] = []
         for word, _ in self._tok.pre_tokenizer.pre_tokenize_str(self.normalize(text)):
             symbols = list(word)
             while len(symbols) > 1:
-                pairs = [(self._ranks.get(pair), i)
+                pairs = [(ranks.get(pair), i)
                          for i, pair in enumerate(zip(symbols, symbols[1:]))]
                 pairs = [(rank, i) for rank, i in pairs if rank is not None]
                 kept = [p for p, draw in zip(pairs, rng.random(len(pairs))) if draw >= dropout]
@@ -160,9 +158,13 @@ class TextTokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """int32 ids of shape (len(texts), text_len)."""
-        out = np.full((len(texts), self.text_len), PAD_ID, dtype=np.int32)
-        for row, enc in zip(out, self._tok.encode_batch(list(texts))):
-            ids = enc.ids[: self.text_len]
+        return self._fixed_length([enc.ids for enc in self._tok.encode_batch(list(texts))])
+
+    def _fixed_length(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Each row of ids truncated to text_len and padded with PAD_ID."""
+        out = np.full((len(rows), self.text_len), PAD_ID, dtype=np.int32)
+        for row, ids in zip(out, rows):
+            ids = ids[: self.text_len]
             row[: len(ids)] = ids
         return out
 
