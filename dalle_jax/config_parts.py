@@ -58,6 +58,9 @@ def text_config(**values) -> ml_collections.ConfigDict:
     c.max_train_captions = 200_000
     # Probability of skipping each BPE merge of a training caption (paper 0.1; 0: off).
     c.bpe_dropout = 0.0
+    # Probability of training on an empty caption instead (0: off). Beyond the paper: it teaches
+    # the unconditional logits that classifier-free guidance (`sample --guidance`) mixes in.
+    c.caption_dropout = 0.0
     c.update(values)
     return c
 

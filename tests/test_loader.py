@@ -85,6 +85,21 @@ def test_bpe_dropout_varies_tokens_and_resumes_exactly(tokenizer):
         _loader(tokenizer, bpe_dropout=1.5)
 
 
+def test_caption_dropout_gives_empty_text_at_its_rate_and_keeps_the_caption(tokenizer):
+    from dalle_jax.data.tokenizer import PAD_ID
+    batches = _take(_loader(tokenizer, caption_dropout=0.5), 10)
+    empty = [bool((ids == PAD_ID).all()) for b in batches for ids in b["text"]]
+    assert 20 <= sum(empty) <= 60, sum(empty)  # 80 draws at p = 0.5
+    for b in batches:
+        for ids, caption in zip(b["text"], b["caption"]):
+            assert caption  # the caption string is kept for logs and evaluation
+            if not (ids == PAD_ID).all():
+                np.testing.assert_array_equal(ids, tokenizer.encode(caption))
+    assert not any((ids == PAD_ID).all() for b in _take(_loader(tokenizer), 10) for ids in b["text"])
+    with pytest.raises(ValueError, match="caption_dropout=1.0"):
+        _loader(tokenizer, caption_dropout=1.0)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_restore_state_continues_exactly(tokenizer, workers):
     uninterrupted = _take(_loader(tokenizer), 9)

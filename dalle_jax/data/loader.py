@@ -54,6 +54,7 @@ class ToExample(grain.transforms.RandomMap):
     image_key: str = "image"
     caption_key: str = "caption"
     bpe_dropout: float = 0.0
+    caption_dropout: float = 0.0
 
     def __post_init__(self):
         self._tokenizer = None
@@ -64,7 +65,10 @@ class ToExample(grain.transforms.RandomMap):
         lines = caption_lines(lookup_field(element, self.caption_key))
         caption = lines[int(rng.integers(len(lines)))] if lines else ""
         image = np.asarray(lookup_field(element, self.image_key))
-        text = self._tokenizer.encode(caption, dropout=self.bpe_dropout, rng=rng)
+        if self.caption_dropout and rng.random() < self.caption_dropout:
+            text = self._tokenizer.encode("")  # all padding: the unconditional input of guidance
+        else:
+            text = self._tokenizer.encode(caption, dropout=self.bpe_dropout, rng=rng)
         if image.ndim == 2 and np.issubdtype(image.dtype, np.integer) and image.dtype != np.uint8:
             return {"codes": image.astype(np.int32), "text": text, "caption": caption}
         if image.ndim == 3 and image.shape[-1] == 1:
@@ -89,6 +93,8 @@ class Loader:
       worker_count: grain worker processes (0: in this process).
       image_key, caption_key: record fields (nested with '/', e.g. 'captions/text').
       bpe_dropout: probability of skipping each BPE merge of a caption (training only; 0: off).
+      caption_dropout: probability of replacing a caption's tokens by padding only (training only;
+        0: off), which teaches the model the unconditional logits of classifier-free guidance.
       process_index, process_count: this host's share (default: from JAX).
     """
 
@@ -107,6 +113,7 @@ class Loader:
         image_key: str = "image",
         caption_key: str = "caption",
         bpe_dropout: float = 0.0,
+        caption_dropout: float = 0.0,
         process_index: int | None = None,
         process_count: int | None = None,
     ):
@@ -124,6 +131,8 @@ class Loader:
             )
         if not 0.0 <= bpe_dropout < 1.0:
             raise ValueError(f"text.bpe_dropout={bpe_dropout} must be in [0, 1)")
+        if not 0.0 <= caption_dropout < 1.0:
+            raise ValueError(f"text.caption_dropout={caption_dropout} must be in [0, 1)")
         if len(source) == 0:
             raise ValueError("the data source is empty")
         first = source[0]
@@ -148,7 +157,7 @@ class Loader:
         ds = ds.repeat(num_epochs)
         ds = ds.random_map(
             ToExample(tokenizer.to_json(), tokenizer.text_len, resolution, image_key, caption_key,
-                      bpe_dropout),
+                      bpe_dropout, caption_dropout),
             seed=seed,
         )
         dropped = local_records % self.local_batch_size

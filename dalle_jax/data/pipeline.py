@@ -92,8 +92,10 @@ def make_loader(
     num_epochs: int | None = None,
     shuffle: bool = True,
     bpe_dropout: float = 0.0,
+    caption_dropout: float = 0.0,
 ) -> Loader:
-    """A `Loader` over `split` configured by `config.data`; `bpe_dropout` for training captions."""
+    """A `Loader` over `split` configured by `config.data`; `bpe_dropout` and `caption_dropout`
+    for training captions."""
     data = config.data
     return Loader(
         open_split(data, split, prepared),
@@ -108,4 +110,5 @@ def make_loader(
         image_key=data.image_key,
         caption_key=data.caption_key,
         bpe_dropout=bpe_dropout,
+        caption_dropout=caption_dropout,
     )

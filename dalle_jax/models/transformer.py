@@ -100,22 +100,32 @@ class Layers(nnx.Module):
                 if isinstance(getattr(self, name), nnx.Param)}
 
 
-def block(p: dict, x: jax.Array, attn_fn) -> jax.Array:
-    """One pre-norm block on (B, L, W) with the parameters `p` of one layer."""
+def attention_inputs(p: dict, x: jax.Array) -> jax.Array:
+    """q, k, v (B, L, 3, H, D) of one layer for its input x (B, L, W): LayerNorm, projection."""
     b, length, width = x.shape
     heads, head_dim = p["qkv"].shape[-2:]
-    x = x.reshape(b * length, width)
-    h = layer_norm(x, p["ln1_scale"], p["ln1_bias"])
+    h = layer_norm(x.reshape(b * length, width), p["ln1_scale"], p["ln1_bias"])
     qkv = checkpoint_name(h @ p["qkv"].reshape(width, -1) + p["qkv_bias"].reshape(-1), "qkv")
-    qkv = constrain(qkv.reshape(b, length, 3, heads, head_dim),
-                    ("batch", None, None, "heads", None))
-    a = attn_fn(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(b * length, -1)
-    x = x + a @ p["out"].reshape(-1, width) + p["out_bias"]
+    return constrain(qkv.reshape(b, length, 3, heads, head_dim),
+                     ("batch", None, None, "heads", None))
+
+
+def block_output(p: dict, x: jax.Array, a: jax.Array) -> jax.Array:
+    """The rest of a block: x + out(a), then x + MLP(LayerNorm(x)); a is (B, L, H, D)."""
+    b, length, width = x.shape
+    x = x.reshape(b * length, width) + a.reshape(b * length, -1) @ p["out"].reshape(-1, width)
+    x = x + p["out_bias"]
     h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
     h = jax.nn.gelu(checkpoint_name(h @ p["mlp_in"] + p["mlp_in_bias"], "mlp_hidden"))
     h = constrain(h, ("batch", "mlp"))  # rows are (batch · position)
     x = x + h @ p["mlp_out"] + p["mlp_out_bias"]
     return constrain(x.reshape(b, length, width), ("batch", None, None))
+
+
+def block(p: dict, x: jax.Array, attn_fn) -> jax.Array:
+    """One pre-norm block on (B, L, W) with the parameters `p` of one layer."""
+    qkv = attention_inputs(p, x)
+    return block_output(p, x, attn_fn(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]))
 
 
 def layer_groups(kinds: tuple[str, ...]) -> tuple[tuple[str, ...], int, tuple[str, ...]]:
@@ -181,17 +191,24 @@ class DalleTransformer(nnx.Module):
         """Stream length: text_len + grid²."""
         return self.text_len + self.grid * self.grid
 
+    def embed_text(self, text: jax.Array) -> jax.Array:
+        """(B, T) text ids → (B, T, W): token (a pad token per slot) plus slot embeddings."""
+        slots = jnp.arange(self.text_len)
+        text = jnp.where(text == PAD_ID, self.text_vocab + slots, text)
+        return self.text_embed[...][text] + self.text_pos[...]
+
+    def embed_image(self, codes: jax.Array, start: jax.Array | int = 0) -> jax.Array:
+        """(B, n) codes at raster positions start … start + n − 1 → (B, n, W): token plus row and
+        column embeddings."""
+        pos = start + jnp.arange(codes.shape[1])
+        g = self.grid
+        return (self.image_embed[...][codes] + self.row_embed[...][pos // g]
+                + self.col_embed[...][pos % g])
+
     def embed(self, text: jax.Array, image: jax.Array) -> jax.Array:
         """(B, T) text ids and (B, g, g) or (B, g²) codes → (B, T + g², W) stream embeddings."""
-        b = text.shape[0]
-        slots = jnp.arange(self.text_len)
-        text = jnp.where(text == PAD_ID, self.text_vocab + slots, text)  # a pad token per slot
-        t = self.text_embed[...][text] + self.text_pos[...]
-        image = image.reshape(b, -1)
-        g = self.grid
-        pos = self.row_embed[...][:, None, :] + self.col_embed[...][None, :, :]  # (g, g, W)
-        i = self.image_embed[...][image] + pos.reshape(g * g, -1)
-        return jnp.concatenate([t, i], axis=1)
+        image = image.reshape(image.shape[0], -1)
+        return jnp.concatenate([self.embed_text(text), self.embed_image(image)], axis=1)
 
     def _attention_fn(self, kind: str):
         mask = attention_masks.stream_mask(kind, self.text_len, self.grid, self.conv_kernel)
