@@ -29,7 +29,13 @@ def _dalle(config, workdir):
     return train_and_evaluate(config, workdir)
 
 
-TRAINERS = {"dvae": _dvae, "dalle": _dalle}
+def _clip(config, workdir):
+    from dalle_jax.training.clip_trainer import train_and_evaluate
+
+    return train_and_evaluate(config, workdir)
+
+
+TRAINERS = {"dvae": _dvae, "dalle": _dalle, "clip": _clip}
 
 
 def main(argv: list[str]) -> None:

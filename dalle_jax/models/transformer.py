@@ -52,15 +52,18 @@ REMAT = {"none": None,
 _EPS = 1e-5
 
 
-def _param(rngs, shape, axes, std=0.02):
+def normal_param(rngs, shape, axes, std=0.02):
+    """A float32 parameter ~ N(0, std²) whose axes carry the logical names `axes`."""
     return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32), out_sharding=axes)
 
 
-def _zeros(shape, axes):
+def zeros_param(shape, axes):
+    """A float32 parameter of zeros named by `axes`."""
     return nnx.Param(jnp.zeros(shape, jnp.float32), out_sharding=axes)
 
 
-def _ones(shape, axes):
+def ones_param(shape, axes):
+    """A float32 parameter of ones named by `axes`."""
     return nnx.Param(jnp.ones(shape, jnp.float32), out_sharding=axes)
 
 
@@ -79,20 +82,20 @@ class Layers(nnx.Module):
                  rngs: nnx.Rngs):
         mlp = mlp_ratio * width
         out_std = 0.02 / np.sqrt(2 * depth)  # residual branches scaled down with depth
-        self.ln1_scale = _ones((depth, width), ("layers", "norm"))
-        self.ln1_bias = _zeros((depth, width), ("layers", "norm"))
-        self.qkv = _param(rngs, (depth, width, 3, heads, head_dim),
+        self.ln1_scale = ones_param((depth, width), ("layers", "norm"))
+        self.ln1_bias = zeros_param((depth, width), ("layers", "norm"))
+        self.qkv = normal_param(rngs, (depth, width, 3, heads, head_dim),
                           ("layers", "embed", None, "heads", "head_dim"))
-        self.qkv_bias = _zeros((depth, 3, heads, head_dim), ("layers", None, "heads", "head_dim"))
-        self.out = _param(rngs, (depth, heads, head_dim, width),
+        self.qkv_bias = zeros_param((depth, 3, heads, head_dim), ("layers", None, "heads", "head_dim"))
+        self.out = normal_param(rngs, (depth, heads, head_dim, width),
                           ("layers", "heads", "head_dim", "embed"), out_std)
-        self.out_bias = _zeros((depth, width), ("layers", "norm"))
-        self.ln2_scale = _ones((depth, width), ("layers", "norm"))
-        self.ln2_bias = _zeros((depth, width), ("layers", "norm"))
-        self.mlp_in = _param(rngs, (depth, width, mlp), ("layers", "embed", "mlp"))
-        self.mlp_in_bias = _zeros((depth, mlp), ("layers", "mlp"))
-        self.mlp_out = _param(rngs, (depth, mlp, width), ("layers", "mlp", "embed"), out_std)
-        self.mlp_out_bias = _zeros((depth, width), ("layers", "norm"))
+        self.out_bias = zeros_param((depth, width), ("layers", "norm"))
+        self.ln2_scale = ones_param((depth, width), ("layers", "norm"))
+        self.ln2_bias = zeros_param((depth, width), ("layers", "norm"))
+        self.mlp_in = normal_param(rngs, (depth, width, mlp), ("layers", "embed", "mlp"))
+        self.mlp_in_bias = zeros_param((depth, mlp), ("layers", "mlp"))
+        self.mlp_out = normal_param(rngs, (depth, mlp, width), ("layers", "mlp", "embed"), out_std)
+        self.mlp_out_bias = zeros_param((depth, width), ("layers", "norm"))
 
     def stacked(self) -> dict[str, jax.Array]:
         """The stacked parameter arrays by name."""
@@ -164,17 +167,17 @@ class DalleTransformer(nnx.Module):
         self.attention, self.conv_kernel, self.block_size = attention, conv_kernel, block_size
         self.dtype, self.remat = DTYPES[dtype], remat
         self.kinds = attention_masks.layer_kinds(depth, pattern)
-        self.text_embed = _param(rngs, (text_vocab + text_len, width), ("vocab", "embed"))
-        self.text_pos = _param(rngs, (text_len, width), (None, "embed"))
-        self.image_embed = _param(rngs, (image_vocab, width), ("vocab", "embed"))
-        self.row_embed = _param(rngs, (grid, width), (None, "embed"))
-        self.col_embed = _param(rngs, (grid, width), (None, "embed"))
+        self.text_embed = normal_param(rngs, (text_vocab + text_len, width), ("vocab", "embed"))
+        self.text_pos = normal_param(rngs, (text_len, width), (None, "embed"))
+        self.image_embed = normal_param(rngs, (image_vocab, width), ("vocab", "embed"))
+        self.row_embed = normal_param(rngs, (grid, width), (None, "embed"))
+        self.col_embed = normal_param(rngs, (grid, width), (None, "embed"))
         self.layers = Layers(depth=depth, width=width, heads=heads, head_dim=head_dim,
                              mlp_ratio=mlp_ratio, rngs=rngs)
-        self.final_scale = _ones((width,), ("norm",))
-        self.final_bias = _zeros((width,), ("norm",))
-        self.text_head = _param(rngs, (width, text_vocab), ("embed", "vocab"))
-        self.image_head = _param(rngs, (width, image_vocab), ("embed", "vocab"))
+        self.final_scale = ones_param((width,), ("norm",))
+        self.final_bias = zeros_param((width,), ("norm",))
+        self.text_head = normal_param(rngs, (width, text_vocab), ("embed", "vocab"))
+        self.image_head = normal_param(rngs, (width, image_vocab), ("embed", "vocab"))
 
     @classmethod
     def from_config(cls, model: ml_collections.ConfigDict, seed: int = 0) -> "DalleTransformer":

@@ -34,15 +34,9 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
                 return dalle_loss(spec.merge(params, {}), batch["text"], batch["image"], **weights)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"], value=loss)
-        params = optax.apply_updates(state["params"], updates)
-        t = state["step"]
-        new = {"step": t + 1, "params": params, "opt_state": opt_state,
-               "ema": train_state.ema_update(state["ema"], params, config.optimizer.ema_decay, t),
-               "extra": state["extra"]}
-        finite = jnp.isfinite(loss)
-        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        new["step"] = t + 1  # a skipped update still advances the step and the data
+        new = train_state.apply_update(spec, state, grads, loss, config.optimizer.ema_decay,
+                                       value=loss)
+        t, finite = state["step"], jnp.isfinite(loss)
         metrics = dict(aux, loss=loss, finite=finite.astype(jnp.float32),
                        grad_norm=optax.global_norm(grads), learning_rate=learning_rate(t))
         return new, metrics

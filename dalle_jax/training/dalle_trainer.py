@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Iterator
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -42,14 +41,8 @@ def _inputs(config, batch: dict) -> dict:
 
 def evaluate(eval_step, params, batches: Iterator[dict], num_batches: int, config) -> dict:
     """Mean validation metrics of `params` over up to `num_batches` batches."""
-    sums, n = None, 0
-    for _, batch in zip(range(num_batches), batches):
-        out = eval_step(params, _inputs(config, batch))
-        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-        n += 1
-    if sums is None:
-        raise ValueError("the evaluation split gave no batch")
-    return {k: float(v) / n for k, v in jax.device_get(sums).items()}
+    return loop.mean_over_batches(lambda b: eval_step(params, _inputs(config, b)), batches,
+                                  num_batches)
 
 
 def task(config: ml_collections.ConfigDict) -> loop.Task:

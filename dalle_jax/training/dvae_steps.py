@@ -42,23 +42,18 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
                              commitment=config.vq.commitment)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        new = {"step": t + 1, "params": params, "opt_state": opt_state,
-               "ema": train_state.ema_update(state["ema"], params, config.optimizer.ema_decay, t),
-               "extra": state["extra"]}
         metrics = {k: v for k, v in aux.items() if k not in ("z", "codes")}
+        extra = None
         if vq:
             cb = state["extra"]["codebook"]
             counts, sums, codebook, dead = codebook_ema(
                 cb["counts"], cb["sums"], aux["z"], aux["codes"], restart_rng,
                 decay=config.vq.ema_decay, eps=config.vq.ema_eps,
                 restart_below=config.vq.restart_below)
-            new["extra"] = {"codebook": {"counts": counts, "sums": sums, "codebook": codebook}}
+            extra = {"codebook": {"counts": counts, "sums": sums, "codebook": codebook}}
             metrics["codes_restarted"] = jnp.sum(dead)
+        new = train_state.apply_update(spec, state, grads, loss, config.optimizer.ema_decay, extra)
         finite = jnp.isfinite(loss)
-        new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        new["step"] = t + 1  # a skipped update still advances the step and the data
         metrics.update(loss=loss, finite=finite.astype(jnp.float32), grad_norm=optax.global_norm(grads),
                        temperature=temperature, beta=beta, noise_scale=noise_scale,
                        learning_rate=schedules["learning_rate"](t))

@@ -57,6 +57,19 @@ def restore_or_init(task: Task, workdir: str, mesh, ckpt: checkpoint.Checkpointe
     return spec, restored, data_state
 
 
+def mean_over_batches(fn: Callable[[dict], dict], batches: Iterator[dict],
+                      num_batches: int) -> dict[str, float]:
+    """The mean of fn(batch)'s metrics over up to `num_batches` batches."""
+    sums, n = None, 0
+    for _, batch in zip(range(num_batches), batches):
+        out = fn(batch)
+        sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
+        n += 1
+    if sums is None:
+        raise ValueError("the evaluation split gave no batch")
+    return {k: float(v) / n for k, v in jax.device_get(sums).items()}
+
+
 def eval_batches(config, tokenizer, mesh, prepared) -> Iterator[dict]:
     """One pass over the eval split, in order."""
     return pipeline.make_loader(config, config.data.eval_split, tokenizer, mesh=mesh,

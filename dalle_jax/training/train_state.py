@@ -89,6 +89,25 @@ def ema_update(ema: dict, params: dict, decay: float, step: jax.Array | None = N
     return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
 
 
+def apply_update(spec: StateSpec, state: dict, grads: dict, loss: jax.Array, ema_decay: float,
+                 extra: dict | None = None, **update_args) -> dict:
+    """The next state: the optimizer's update, the parameter EMA and `extra` (default: kept).
+
+    A non-finite loss keeps the old params, optimizer state, EMA and extra; the step (and so the
+    data) advances either way. `update_args` go to the optimizer (e.g. `value=loss`).
+    """
+    updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"], **update_args)
+    params = optax.apply_updates(state["params"], updates)
+    t = state["step"]
+    new = {"step": t + 1, "params": params, "opt_state": opt_state,
+           "ema": ema_update(state["ema"], params, ema_decay, t),
+           "extra": state["extra"] if extra is None else extra}
+    finite = jnp.isfinite(loss)
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    new["step"] = t + 1
+    return new
+
+
 def abstract_state(spec: StateSpec, state_like: dict) -> dict:
     """ShapeDtypeStructs with shardings, the restore target for a checkpoint of this state."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

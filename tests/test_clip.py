@@ -1,0 +1,97 @@
+"""The reranker: InfoNCE against a numpy reference, retrieval with repeated captions, training."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from dalle_jax.data.tokenizer import PAD_ID
+from dalle_jax.models.clip import Clip
+from dalle_jax.training import clip_trainer
+from dalle_jax.training.clip_loss import clip_loss
+from tests.helpers.configs import load
+
+
+def _batch(model, b=6, seed=0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    images = jax.random.randint(k1, (b, model.resolution, model.resolution, 3), 0, 256).astype(jnp.uint8)
+    text = jax.random.randint(k2, (b, model.text_len), 1, model.text_vocab)
+    return images, text.at[:, 5:].set(PAD_ID)
+
+
+def test_loss_matches_a_numpy_reference_and_embeddings_are_unit():
+    model = Clip.from_config(load("clip", "tiny").model)
+    images, text = _batch(model)
+    loss, aux = clip_loss(model, images, text)
+    ei, et = np.asarray(model.image_embedding(images)), np.asarray(model.text_embedding(text))
+    np.testing.assert_allclose(np.linalg.norm(ei, axis=1), 1, rtol=1e-5)
+    logits = np.exp(float(model.logit_scale[...])) * ei @ et.T
+
+    def ce(z):
+        z = z - z.max(1, keepdims=True)
+        return np.mean(np.log(np.exp(z).sum(1)) - np.diag(z))
+    np.testing.assert_allclose(float(loss), (ce(logits) + ce(logits.T)) / 2, rtol=1e-4)
+    np.testing.assert_allclose(float(aux["temperature"]), 0.07, rtol=1e-5)
+
+
+def test_padding_slots_do_not_change_the_text_embedding():
+    model = Clip.from_config(load("clip", "tiny").model)
+    _, text = _batch(model)
+    # Padding is masked out: the caption's embedding only depends on its tokens, wherever the
+    # padding begins in a longer model.
+    longer = Clip.from_config(load("clip", "tiny", **{"model.text_len": 24}).model)
+    longer.text_pos.value = jnp.concatenate([model.text_pos[...], longer.text_pos[...][16:]])
+    longer.token_embed.value = model.token_embed[...]
+    nnx.update(longer.text_tower, nnx.state(model.text_tower))
+    padded = jnp.concatenate([text, jnp.full((text.shape[0], 8), PAD_ID)], axis=1)
+    np.testing.assert_allclose(longer.text_embedding(padded), model.text_embedding(text), atol=1e-5)
+
+
+def test_retrieval_counts_a_repeated_caption_as_right():
+    model = Clip.from_config(load("clip", "tiny").model)
+    images, text = _batch(model, b=4)
+    text = text.at[1].set(text[0])  # images 0 and 1 share a caption
+    _, aux = clip_loss(model, images, text)
+    logits = np.asarray(model.logits(images, text))
+    same = (np.asarray(text)[:, None] == np.asarray(text)[None]).all(-1)
+    expected = np.mean([same[i, j] for i, j in enumerate(logits.argmax(1))])
+    np.testing.assert_allclose(float(aux["image_to_text_accuracy"]), expected)
+
+
+def test_contrastive_loss_falls_on_a_fixed_batch():
+    model = Clip.from_config(load("clip", "tiny").model)
+    images, text = _batch(model, b=8)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(3e-3)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt):
+        (loss, aux), g = jax.value_and_grad(
+            lambda p: clip_loss(nnx.merge(graphdef, p), images, text), has_aux=True)(params)
+        u, opt = tx.update(g, opt)
+        return optax.apply_updates(params, u), opt, loss, aux
+    losses = []
+    for _ in range(40):
+        params, opt, loss, aux = step(params, opt)
+        losses.append(float(loss))
+    assert losses[-1] < 0.3 * losses[0], losses
+    assert float(aux["image_to_text_accuracy"]) == 1.0
+
+
+def test_trains_through_the_entry_point_and_logs_retrieval(tiny_dvae, tmp_path):
+    data_dir, _ = tiny_dvae  # the same tiny `shapes` data
+    workdir = str(tmp_path / "clip")
+    out = clip_trainer.train_and_evaluate(load("clip", "tiny", **{"data.data_dir": data_dir}), workdir)
+    assert 0.0 <= out["image_to_text_accuracy"] <= 1.0 and np.isfinite(out["loss"])
+    evals = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))
+             if '"eval' in line]
+    assert any("eval/image_to_text_accuracy" in r or "image_to_text_accuracy" in r for r in evals)
+    with pytest.raises(ValueError, match="model.resolution=32"):
+        clip_trainer.train_and_evaluate(
+            load("clip", "tiny", **{"data.data_dir": data_dir, "data.resolution": 64}), workdir)
