@@ -32,3 +32,25 @@ def tiny_codes(tiny_dvae, tmp_path_factory):
     image_codes.prepare(workdir, "shapes", data_dir, splits=("train", "validation"),
                         out_data_dir=out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dalle(tiny_codes, tmp_path_factory):
+    """Workdir of a `dalle.py:tiny` run on the tiny dVAE's codes (trained once per session)."""
+    from dalle_jax.training import dalle_trainer
+    from tests.helpers.configs import load
+
+    workdir = str(tmp_path_factory.mktemp("dalle"))
+    dalle_trainer.train_and_evaluate(load("dalle", "tiny", **{"data.data_dir": tiny_codes}), workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_dvae, tmp_path_factory):
+    """Workdir of a `clip.py:tiny` run on the tiny `shapes` data (trained once per session)."""
+    from dalle_jax.training import clip_trainer
+    from tests.helpers.configs import load
+
+    workdir = str(tmp_path_factory.mktemp("clip"))
+    clip_trainer.train_and_evaluate(load("clip", "tiny", **{"data.data_dir": tiny_dvae[0]}), workdir)
+    return workdir

@@ -156,6 +156,10 @@ class TextTokenizer:
             ids.extend(vocab[s] for s in symbols)
         return ids
 
+    def token_count(self, text: str) -> int:
+        """How many ids `text` takes before truncation to text_len."""
+        return len(self._tok.encode(text).ids)
+
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """int32 ids of shape (len(texts), text_len)."""
         return self._fixed_length([enc.ids for enc in self._tok.encode_batch(list(texts))])

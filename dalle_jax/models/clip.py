@@ -91,7 +91,7 @@ class Clip(nnx.Module):
         """(B, T) ids → (B, E) unit vectors; padding is masked out (an empty caption keeps slot 0)."""
         if text.shape[1] != self.text_len:
             raise ValueError(f"text has {text.shape[1]} slots but clip text_len is {self.text_len}")
-        mask = (text != PAD_ID).at[:, 0].set(True)
+        mask = (jnp.asarray(text) != PAD_ID).at[:, 0].set(True)
         x = self.token_embed[...][jnp.clip(text, 0, self.text_vocab - 1)] + self.text_pos[...]
         return self.text_tower(x, mask)
 

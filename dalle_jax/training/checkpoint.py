@@ -79,3 +79,28 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: is it a training workdir?")
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
+
+
+def load_trained(workdir: str, family: str, build, *, mesh_axes: dict | None = None,
+                 step: int | None = None):
+    """(config, spec, state, step) of the newest (or `step`) checkpoint of a `family` workdir.
+
+    `build(config, mesh) → (spec, fresh state)` is the family's builder; errors name a workdir
+    of another family or one without a checkpoint.
+    """
+    from dalle_jax.parallel.mesh import make_mesh
+    from dalle_jax.training import train_state
+
+    config = load_config(workdir)
+    if config.model.family != family:
+        raise ValueError(f"{workdir} holds a {config.model.family!r} model, not a {family}")
+    ckpt = Checkpointer(workdir, async_save=False)
+    try:
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it first")
+        spec, state = build(config, make_mesh(mesh_axes or {"data": -1}))
+        state, _ = ckpt.restore(train_state.abstract_state(spec, state), step, with_data=False)
+    finally:
+        ckpt.close()
+    return config, spec, state, step

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dalle_jax.parallel.mesh import batch_sharding, make_mesh, num_batch_shards
+from dalle_jax.parallel.mesh import batch_sharding, num_batch_shards
 from dalle_jax.training import checkpoint, dvae_trainer, train_state
 
 
@@ -34,17 +34,8 @@ class ImageCodec:
     @classmethod
     def load(cls, workdir: str, *, mesh_axes: dict | None = None, step: int | None = None) -> "ImageCodec":
         """Restores the newest (or `step`) checkpoint of a stage-1 workdir."""
-        config = checkpoint.load_config(workdir)
-        if config.model.family != "dvae":
-            raise ValueError(f"{workdir} holds a {config.model.family!r} model, not a dvae")
-        ckpt = checkpoint.Checkpointer(workdir, async_save=False)
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it first")
-        mesh = make_mesh(mesh_axes or {"data": -1})
-        spec, state = dvae_trainer.build(config, mesh)
-        state, _ = ckpt.restore(train_state.abstract_state(spec, state), step, with_data=False)
-        ckpt.close()
+        config, spec, state, step = checkpoint.load_trained(
+            workdir, "dvae", dvae_trainer.build, mesh_axes=mesh_axes, step=step)
         codec = cls(spec, state, step=step)
         codec.config = config
         return codec

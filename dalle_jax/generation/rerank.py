@@ -1,0 +1,59 @@
+"""Reranking samples with a trained contrastive model (paper: 512 samples, CLIP keeps the best).
+
+    ranker = Reranker.load("workdirs/clip_small")
+    scores = ranker.scores(images_uint8, "a red circle")      # (N,) cosine similarities
+    best = top_k(scores, 4)                                     # indices, best first
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dalle_jax.data import pipeline
+from dalle_jax.training import checkpoint
+
+
+class Reranker:
+    """A restored CLIP model (EMA parameters) with its own tokenizer."""
+
+    def __init__(self, config, model, tokenizer, step: int):
+        self.config, self.model, self.tokenizer, self.step = config, model, tokenizer, step
+        graphdef, state = nnx.split(model)
+
+        def run(state, images, text):
+            m = nnx.merge(graphdef, state)
+            x = images.astype(jnp.float32) / 255.0
+            r = m.resolution
+            if x.shape[1:3] != (r, r):
+                x = jax.image.resize(x, (x.shape[0], r, r, 3), "linear")
+            return m.image_embedding(x) @ m.text_embedding(text)[0]
+        self._state = state
+        self._run = jax.jit(run)
+
+    @classmethod
+    def load(cls, workdir: str, *, step: int | None = None) -> "Reranker":
+        """Restores the newest (or `step`) checkpoint of a CLIP workdir."""
+        from dalle_jax.training import clip_trainer
+
+        config, spec, state, step = checkpoint.load_trained(workdir, "clip", clip_trainer.build,
+                                                            step=step)
+        return cls(config, spec.merge(state["ema"], {}), pipeline.ensure_tokenizer(config, workdir),
+                   step)
+
+    def scores(self, images_uint8: np.ndarray, prompt: str, batch_size: int = 64) -> np.ndarray:
+        """Cosine similarity (N,) of each uint8 image (N, H, W, 3) to `prompt` (resized to the
+        model's resolution when they differ)."""
+        text = self.tokenizer.encode_batch([prompt])
+        out = [np.asarray(self._run(self._state, images_uint8[i:i + batch_size], text))
+               for i in range(0, len(images_uint8), batch_size)]
+        return np.concatenate(out)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, best first; k is capped at len(scores)."""
+    if k < 1:
+        raise ValueError(f"rerank keeps k ≥ 1 samples, got {k}")
+    return np.argsort(-np.asarray(scores), kind="stable")[:k]

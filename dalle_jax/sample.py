@@ -1,0 +1,137 @@
+"""Draw images for text prompts from a trained transformer; optionally rerank them with CLIP.
+
+  python -m dalle_jax.sample --workdir=workdirs/dalle_small --prompt="a red circle" \\
+      --num_samples=16 --out=samples.png
+  python -m dalle_jax.sample --workdir=… --clip_workdir=workdirs/clip_small \\
+      --prompts_file=prompts.txt --num_samples=32 --rerank=4 --top_k=64 --out=best.png
+  python -m dalle_jax.sample --workdir=… --prompt="a red circle" --complete=photo.png \\
+      --keep_rows=4 --out=completed.png
+
+Writes a PNG grid (one row of samples per prompt, captions under the images) and, beside it, a
+JSON file (same name, .json) with every sample's prompt, index, CLIP score and rank. With
+`--rerank=K` only the K best-scored samples of each prompt go into the grid. `--complete` keeps
+the codes of the first `--keep_rows` rows of an image and samples the rest (paper §3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+from absl import flags
+
+from dalle_jax.cli import fail, parse_flags
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+    flags.DEFINE_string("workdir", None, "a trained transformer (dalle) workdir")
+    flags.DEFINE_string("dvae_workdir", None, "the dVAE that decodes codes (default: the one that "
+                        "encoded the transformer's training data)")
+    flags.DEFINE_string("clip_workdir", None, "a trained CLIP workdir to score samples")
+    flags.DEFINE_multi_string("prompt", [], "a text prompt (repeatable)")
+    flags.DEFINE_string("prompts_file", None, "a file with one prompt per line")
+    flags.DEFINE_integer("num_samples", 8, "samples per prompt")
+    flags.DEFINE_integer("rerank", 0, "keep the best K samples per prompt by CLIP score (0: all)")
+    flags.DEFINE_float("temperature", 1.0, "softmax temperature")
+    flags.DEFINE_integer("top_k", 0, "sample among the k likeliest codes (0: all)")
+    flags.DEFINE_float("top_p", 1.0, "sample within the smallest set of this probability (1: all)")
+    flags.DEFINE_float("guidance", 1.0, "classifier-free guidance scale (1: none)")
+    flags.DEFINE_string("complete", None, "an image whose first rows are kept (completion)")
+    flags.DEFINE_integer("keep_rows", 0, "code rows of --complete to keep")
+    flags.DEFINE_integer("seed", 0, "random seed")
+    flags.DEFINE_integer("batch_size", 8, "(prompt, sample) rows per jitted batch")
+    flags.DEFINE_string("out", "samples.png", "PNG grid to write (and OUT.json with the scores)")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
+    """The prompts of --prompt and of --prompts_file (blank lines skipped), in order."""
+    out = list(prompts)
+    if prompts_file:
+        if not os.path.exists(prompts_file):
+            raise FileNotFoundError(f"no prompts file at {prompts_file}")
+        with open(prompts_file) as f:
+            out += [line.strip() for line in f if line.strip()]
+    if not out:
+        raise ValueError("no prompt: give --prompt=TEXT or --prompts_file=FILE")
+    return out
+
+
+def completion_prefix(gen, path: str, keep_rows: int, count: int) -> tuple[np.ndarray, int]:
+    """(codes (count, g, g) of the image at `path`, number of codes to keep)."""
+    from PIL import Image
+
+    from dalle_jax.data.imaging import resize_center_crop
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no image at {path}")
+    if not 0 <= keep_rows <= gen.grid:
+        raise ValueError(f"keep_rows={keep_rows} must be in [0, {gen.grid}] (the code grid's rows)")
+    resolution = gen.codec.config.data.resolution
+    image = resize_center_crop(Image.open(path).convert("RGB"), resolution)
+    codes = gen.encode_image(image[None])
+    return np.repeat(codes, count, axis=0), keep_rows * gen.grid
+
+
+def run(argv_flags=FLAGS) -> dict:
+    """Samples, scores and writes the grid and JSON; returns the JSON record."""
+    from dalle_jax import visualize
+    from dalle_jax.generation.generator import Generator
+    from dalle_jax.generation.rerank import Reranker, top_k
+    from dalle_jax.generation.sampling import Settings
+
+    f = argv_flags
+    prompts = read_prompts(f.prompt, f.prompts_file)
+    if f.rerank and not f.clip_workdir:
+        raise ValueError("--rerank needs --clip_workdir (the model that scores samples)")
+    if f.rerank < 0 or f.rerank > f.num_samples:
+        raise ValueError(f"--rerank={f.rerank} must be in [0, --num_samples={f.num_samples}]")
+    settings = Settings(f.temperature, f.top_k, f.top_p, f.guidance)
+    gen = Generator.load(f.workdir, dvae_workdir=f.dvae_workdir)
+    settings.check(gen.model.image_vocab)
+    text = gen.encode_prompts(prompts)
+    ranker = Reranker.load(f.clip_workdir) if f.clip_workdir else None
+    prefix, keep = (completion_prefix(gen, f.complete, f.keep_rows, len(prompts))
+                    if f.complete else (None, 0))
+    codes = gen.sample(text, f.num_samples, seed=f.seed, settings=settings,
+                       batch_size=f.batch_size, prefix=prefix, keep=keep)
+    images = gen.decode(codes)  # (P, N, H, W, 3)
+    samples, shown, labels = [], [], []
+    for p, prompt in enumerate(prompts):
+        scores = ranker.scores(images[p], prompt) if ranker else None
+        order = top_k(scores, f.rerank or f.num_samples) if ranker else np.arange(f.num_samples)
+        rank = {int(i): r for r, i in enumerate(np.argsort(-scores, kind="stable"))} if ranker else {}
+        for i in range(f.num_samples):
+            samples.append({"prompt": prompt, "sample": i,
+                            "score": float(scores[i]) if ranker else None,
+                            "rank": rank.get(i), "in_grid": bool(i in order)})
+        for i in order:
+            shown.append(images[p, i])
+            labels.append(prompt + (f" ({scores[i]:.3f})" if ranker else ""))
+    columns = len(order)
+    visualize.save_grid(np.stack(shown), labels, f.out, columns=columns)
+    record = {"workdir": f.workdir, "step": gen.step, "grid": f.out, "settings": settings._asdict(),
+              "seed": f.seed, "clip_workdir": f.clip_workdir, "complete": f.complete,
+              "keep_rows": f.keep_rows if f.complete else 0, "samples": samples}
+    with open(os.path.splitext(f.out)[0] + ".json", "w") as out:
+        json.dump(record, out, indent=1)
+    return record
+
+
+def main(argv: list[str]) -> None:
+    """Parses flags and runs; errors are one line on stderr."""
+    _define_flags()
+    parse_flags("python -m dalle_jax.sample", argv)
+    try:
+        record = run()
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    print(json.dumps({"grid": record["grid"], "samples": len(record["samples"])}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

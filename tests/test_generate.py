@@ -1,0 +1,116 @@
+"""Generator and reranker on trained tiny workdirs, and the `sample` command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dalle_jax.generation.generator import Generator
+from dalle_jax.generation.rerank import Reranker, top_k
+from dalle_jax.generation.sampling import Settings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_dalle):
+    return Generator.load(tiny_dalle)  # finds its dVAE through the encoded dataset
+
+
+def test_prompts_are_checked(gen):
+    text = gen.encode_prompts(["a red circle", "a blue square"])
+    assert text.shape == (2, gen.model.text_len)
+    with pytest.raises(ValueError, match="empty prompt"):
+        gen.encode_prompts(["a red circle", "  "])
+    with pytest.raises(ValueError, match="longer than the model's text_len of 16"):
+        gen.encode_prompts(["red " * 40])
+
+
+def test_samples_do_not_depend_on_the_batch_size_and_decode(gen):
+    text = gen.encode_prompts(["a red circle", "a blue square"])
+    a = gen.sample(text, 3, seed=4, batch_size=2, progress=False)
+    b = gen.sample(text, 3, seed=4, batch_size=8, progress=False)
+    assert a.shape == (2, 3, gen.grid, gen.grid)
+    np.testing.assert_array_equal(a, b)
+    assert (a != gen.sample(text, 3, seed=5, progress=False)).any()
+    images = gen.decode(a)
+    assert images.shape == (2, 3, 8 * gen.grid, 8 * gen.grid, 3) and images.dtype == np.uint8
+    greedy = gen.sample(text, 2, settings=Settings(top_k=1), progress=False)
+    np.testing.assert_array_equal(greedy[:, 0], greedy[:, 1])  # one mode per prompt
+
+
+def test_completion_keeps_the_given_rows(gen):
+    text = gen.encode_prompts(["a red circle"])
+    prefix = np.random.default_rng(0).integers(0, gen.model.image_vocab, (1, gen.grid, gen.grid))
+    codes = gen.sample(text, 4, prefix=prefix, keep=2 * gen.grid, progress=False)
+    np.testing.assert_array_equal(codes[:, :, :2], np.broadcast_to(prefix[:, None, :2], (1, 4, 2, gen.grid)))
+    with pytest.raises(ValueError, match="keep=99"):
+        gen.sample(text, 1, keep=99)
+
+
+def test_reranker_scores_are_cosines_and_top_k_orders_them(tiny_clip, gen):
+    ranker = Reranker.load(tiny_clip)
+    images = gen.decode(gen.sample(gen.encode_prompts(["a red circle"]), 5, progress=False))[0]
+    scores = ranker.scores(images, "a red circle", batch_size=2)
+    m = ranker.model
+    text = ranker.tokenizer.encode_batch(["a red circle"])
+    expected = np.asarray(m.image_embedding(images.astype(np.float32) / 255) @ m.text_embedding(text)[0])
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert np.all(np.abs(scores) <= 1 + 1e-5)
+    best = top_k(scores, 3)
+    assert list(scores[best]) == sorted(scores, reverse=True)[:3]
+    with pytest.raises(ValueError, match="k ≥ 1"):
+        top_k(scores, 0)
+
+
+def _sample_cli(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "dalle_jax.sample", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_sample_command_reranks_completes_and_writes_grid_and_scores(tiny_dalle, tiny_clip, tmp_path):
+    image = tmp_path / "start.png"
+    Image.fromarray(np.full((40, 48, 3), 200, np.uint8)).save(image)
+    out = tmp_path / "grid.png"
+    r = _sample_cli(f"--workdir={tiny_dalle}", f"--clip_workdir={tiny_clip}",
+                    "--prompt=a red circle", "--prompt=a blue square", "--num_samples=4",
+                    "--rerank=2", "--top_k=8", f"--complete={image}", "--keep_rows=1",
+                    "--seed=3", f"--out={out}")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(out).size[0] > 0
+    record = json.load(open(tmp_path / "grid.json"))
+    assert len(record["samples"]) == 8 and record["settings"]["top_k"] == 8
+    for prompt in ("a red circle", "a blue square"):
+        rows = [s for s in record["samples"] if s["prompt"] == prompt]
+        assert sum(s["in_grid"] for s in rows) == 2
+        kept = sorted(s["score"] for s in rows if s["in_grid"])
+        dropped = [s["score"] for s in rows if not s["in_grid"]]
+        assert min(kept) >= max(dropped)
+        assert sorted(s["rank"] for s in rows) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--prompt= "], "empty prompt"),
+    (["--prompt=" + "red " * 40], "longer than the model's text_len"),
+    (["--prompt=a red circle", "--rerank=2"], "--rerank needs --clip_workdir"),
+    (["--prompt=a red circle", "--complete=/nonexistent.png"], "no image at /nonexistent.png"),
+])
+def test_sample_command_names_bad_input(tiny_dalle, tmp_path, args, fragment):
+    r = _sample_cli(f"--workdir={tiny_dalle}", f"--out={tmp_path}/x.png", *args)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert fragment in lines[0], lines[0]
+
+
+def test_sample_command_on_a_workdir_without_checkpoint(tmp_path):
+    from dalle_jax.training import checkpoint
+    from tests.helpers.configs import load
+
+    checkpoint.save_config(load("dalle", "tiny"), str(tmp_path))
+    r = _sample_cli(f"--workdir={tmp_path}", "--prompt=a red circle")
+    assert r.returncode == 2 and "has no checkpoint yet" in r.stderr, r.stderr
