@@ -77,48 +77,52 @@ def completion_prefix(gen, path: str, keep_rows: int, count: int) -> tuple[np.nd
     return np.repeat(codes, count, axis=0), keep_rows * gen.grid
 
 
-def run(argv_flags=FLAGS) -> dict:
-    """Samples, scores and writes the grid and JSON; returns the JSON record."""
+def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8,
+             rerank: int = 0, settings=None, seed: int = 0, clip_workdir: str | None = None,
+             dvae_workdir: str | None = None, complete: str | None = None, keep_rows: int = 0,
+             batch_size: int = 8) -> dict:
+    """Samples, scores and writes the grid `out` and its JSON; returns the JSON record.
+
+    The command line's work, callable from Python (the quickstart and the notebook use it).
+    """
     from dalle_jax import visualize
     from dalle_jax.generation.generator import Generator
     from dalle_jax.generation.rerank import Reranker, top_k
     from dalle_jax.generation.sampling import Settings
 
-    f = argv_flags
-    prompts = read_prompts(f.prompt, f.prompts_file)
-    if f.rerank and not f.clip_workdir:
+    settings = settings or Settings()
+    if rerank and not clip_workdir:
         raise ValueError("--rerank needs --clip_workdir (the model that scores samples)")
-    if f.rerank < 0 or f.rerank > f.num_samples:
-        raise ValueError(f"--rerank={f.rerank} must be in [0, --num_samples={f.num_samples}]")
-    settings = Settings(f.temperature, f.top_k, f.top_p, f.guidance)
-    gen = Generator.load(f.workdir, dvae_workdir=f.dvae_workdir)
+    if rerank < 0 or rerank > num_samples:
+        raise ValueError(f"--rerank={rerank} must be in [0, --num_samples={num_samples}]")
+    gen = Generator.load(workdir, dvae_workdir=dvae_workdir)
     settings.check(gen.model.image_vocab)
     text = gen.encode_prompts(prompts)
-    ranker = Reranker.load(f.clip_workdir) if f.clip_workdir else None
-    prefix, keep = (completion_prefix(gen, f.complete, f.keep_rows, len(prompts))
-                    if f.complete else (None, 0))
-    codes = gen.sample(text, f.num_samples, seed=f.seed, settings=settings,
-                       batch_size=f.batch_size, prefix=prefix, keep=keep)
+    ranker = Reranker.load(clip_workdir) if clip_workdir else None
+    prefix, keep = (completion_prefix(gen, complete, keep_rows, len(prompts))
+                    if complete else (None, 0))
+    codes = gen.sample(text, num_samples, seed=seed, settings=settings, batch_size=batch_size,
+                       prefix=prefix, keep=keep)
     images = gen.decode(codes)  # (P, N, H, W, 3)
     samples, shown, labels = [], [], []
+    shown_per_prompt = rerank or num_samples
     for p, prompt in enumerate(prompts):
         scores = ranker.scores(images[p], prompt) if ranker else None
-        order = top_k(scores, f.rerank or f.num_samples) if ranker else np.arange(f.num_samples)
-        rank = {int(i): r for r, i in enumerate(np.argsort(-scores, kind="stable"))} if ranker else {}
-        for i in range(f.num_samples):
+        order = top_k(scores, shown_per_prompt) if ranker else np.arange(num_samples)
+        rank = {int(i): r for r, i in enumerate(top_k(scores, num_samples))} if ranker else {}
+        for i in range(num_samples):
             samples.append({"prompt": prompt, "sample": i,
                             "score": float(scores[i]) if ranker else None,
                             "rank": rank.get(i), "in_grid": bool(i in order)})
         for i in order:
             shown.append(images[p, i])
             labels.append(prompt + (f" ({scores[i]:.3f})" if ranker else ""))
-    columns = len(order)
-    visualize.save_grid(np.stack(shown), labels, f.out, columns=columns)
-    record = {"workdir": f.workdir, "step": gen.step, "grid": f.out, "settings": settings._asdict(),
-              "seed": f.seed, "clip_workdir": f.clip_workdir, "complete": f.complete,
-              "keep_rows": f.keep_rows if f.complete else 0, "samples": samples}
-    with open(os.path.splitext(f.out)[0] + ".json", "w") as out:
-        json.dump(record, out, indent=1)
+    visualize.save_grid(np.stack(shown), labels, out, columns=shown_per_prompt)
+    record = {"workdir": workdir, "step": gen.step, "grid": out, "settings": settings._asdict(),
+              "seed": seed, "clip_workdir": clip_workdir, "complete": complete,
+              "keep_rows": keep_rows if complete else 0, "samples": samples}
+    with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump(record, f, indent=1)
     return record
 
 
@@ -126,8 +130,16 @@ def main(argv: list[str]) -> None:
     """Parses flags and runs; errors are one line on stderr."""
     _define_flags()
     parse_flags("python -m dalle_jax.sample", argv)
+    from dalle_jax.generation.sampling import Settings
+
+    f = FLAGS
     try:
-        record = run()
+        record = generate(
+            workdir=f.workdir, prompts=read_prompts(f.prompt, f.prompts_file), out=f.out,
+            num_samples=f.num_samples, rerank=f.rerank,
+            settings=Settings(f.temperature, f.top_k, f.top_p, f.guidance), seed=f.seed,
+            clip_workdir=f.clip_workdir, dvae_workdir=f.dvae_workdir, complete=f.complete,
+            keep_rows=f.keep_rows, batch_size=f.batch_size)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     print(json.dumps({"grid": record["grid"], "samples": len(record["samples"])}))

@@ -35,7 +35,13 @@ def _clip(config, workdir):
     return train_and_evaluate(config, workdir)
 
 
-TRAINERS = {"dvae": _dvae, "dalle": _dalle, "clip": _clip}
+def _pipeline(config, workdir):
+    from dalle_jax.training.pipeline_trainer import train_and_evaluate
+
+    return train_and_evaluate(config, workdir)
+
+
+TRAINERS = {"dvae": _dvae, "dalle": _dalle, "clip": _clip, "pipeline": _pipeline}
 
 
 def main(argv: list[str]) -> None:
