@@ -4,6 +4,7 @@
   python -m dalle_jax.bench plan --config=configs/dalle.py:paper --mesh=data:64,fsdp:8,tensor:4
   python -m dalle_jax.bench train --config=configs/dalle.py:small [--attention=dense|blocksparse]
       [--attention_shape=256,32] [--profile=DIR]
+  python -m dalle_jax.bench sample --config=configs/dalle.py:small [--batches=1,8] [--skip_uncached]
 """
 
 from __future__ import annotations
@@ -46,7 +47,17 @@ def _train(config, args):
                      profile_dir=args["profile"] or None)
 
 
-BENCHMARKS = {"dvae": _dvae, "plan": _plan, "train": _train}
+def _sample(config, args):
+    from dalle_jax.benchmarks import sample
+
+    batches = tuple(int(b) for b in args["batches"].split(",") if b.strip())
+    if not batches or min(batches) < 1:
+        raise ValueError(f"--batches={args['batches']!r}: write positive sizes like 1,8")
+    return sample.run(config, batches=batches, seconds=args["seconds"],
+                      uncached=not args["skip_uncached"])
+
+
+BENCHMARKS = {"dvae": _dvae, "plan": _plan, "train": _train, "sample": _sample}
 
 
 def main(argv: list[str]) -> None:
@@ -63,11 +74,14 @@ def main(argv: list[str]) -> None:
     attention_shape = flags.DEFINE_string("attention_shape", "",
                                           "train: TEXT_LEN,GRID of the attention-op timing")
     profile = flags.DEFINE_string("profile", "", "train: write a jax.profiler trace of 3 steps here")
+    batches = flags.DEFINE_string("batches", "1,8", "sample: batch sizes to time")
+    skip_uncached = flags.DEFINE_bool("skip_uncached", False, "sample: time the cached sampler only")
     flags.mark_flags_as_required(["config"])
     parse_flags(f"python -m dalle_jax.bench {name}", rest)
     try:
         args = {"seconds": seconds.value, "mesh": mesh.value, "attention": attention.value,
-                "attention_shape": attention_shape.value, "profile": profile.value}
+                "attention_shape": attention_shape.value, "profile": profile.value,
+                "batches": batches.value, "skip_uncached": skip_uncached.value}
         print(json.dumps(BENCHMARKS[name](config.value, args)))
     except ValueError as e:
         fail(str(e))

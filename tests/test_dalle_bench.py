@@ -48,3 +48,14 @@ def test_forward_flops_match_xla_on_one_dense_layer():
     dense = ours["attention"] * length ** 2 / allowed  # the dense kernel computes every pair
     matmuls = ours["projections"] + ours["logits"] + dense
     assert matmuls <= xla <= 1.15 * matmuls  # XLA adds the elementwise work
+
+
+def test_bench_sample_reports_cached_and_uncached_per_image():
+    from dalle_jax.benchmarks import sample
+
+    out = sample.run(load("dalle", "tiny"), batches=(1, 2), seconds=0.01)
+    assert [r["batch"] for r in out["results"]] == [1, 2]
+    for r in out["results"]:
+        assert r["cached_s_per_image"] > 0 and r["uncached_s_per_image"] > 0
+        assert r["speedup"] == pytest.approx(r["uncached_s_per_image"] / r["cached_s_per_image"])
+    assert out["image_tokens"] == 16 and out["top_k"] == 32

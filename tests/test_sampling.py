@@ -105,3 +105,11 @@ def test_completion_keeps_the_first_rows_and_samples_the_rest():
     np.testing.assert_array_equal(codes[:, :rows], image[:, :rows])
     assert (codes[:, rows:] != image[:, rows:]).any()
     np.testing.assert_allclose(logits, model(text, codes)[1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("settings", [sampling.Settings(top_k=5), sampling.Settings(guidance=2.0)])
+def test_uncached_reference_draws_the_same_codes(settings):
+    model = _model()
+    text = _text(model, batch=2)
+    fn = lambda f: jax.jit(lambda t, r: f(model, t, r, settings))(text, jax.random.key(3))
+    np.testing.assert_array_equal(fn(sampling.sample_codes), fn(sampling.sample_codes_uncached))

@@ -69,6 +69,37 @@ def empty_text(text: jax.Array) -> jax.Array:
     return jnp.full_like(text, PAD_ID)
 
 
+def _drawer(settings: Settings, rng: jax.Array, prefix: jax.Array, keep):
+    """draw(logits, j) → (code j of every row, the logits it came from): guidance, filters, a
+    categorical draw from fold_in(rng, j), or the prefix's code where j < keep."""
+    use_guidance = settings.guidance != 1
+
+    def draw(logits, j):
+        logits = guided(logits, settings.guidance) if use_guidance else logits
+        code = jax.random.categorical(jax.random.fold_in(rng, j), filter_logits(logits, settings),
+                                      axis=-1)
+        return jnp.where(j < keep, prefix[:, j], code).astype(jnp.int32), logits
+    return draw
+
+
+def _prepare(model, text, settings, prefix):
+    b, n = text.shape[0], model.grid * model.grid
+    if settings.guidance != 1:
+        text = jnp.concatenate([text, empty_text(text)])
+    prefix = jnp.zeros((b, n), jnp.int32) if prefix is None else prefix.reshape(b, n)
+    return text, prefix
+
+
+def _doubled(code: jax.Array, settings: Settings) -> jax.Array:
+    return jnp.concatenate([code, code]) if settings.guidance != 1 else code
+
+
+def _result(model, codes_nb, raws_nbv, return_logits):
+    b = codes_nb.shape[1]
+    codes = codes_nb.T.reshape(b, model.grid, model.grid)
+    return (codes, raws_nbv.transpose(1, 0, 2)) if return_logits else codes
+
+
 def sample_codes(model: DalleTransformer, text: jax.Array, rng: jax.Array,
                  settings: Settings = Settings(), prefix: jax.Array | None = None,
                  keep: jax.Array | int = 0, return_logits: bool = False):
@@ -78,29 +109,37 @@ def sample_codes(model: DalleTransformer, text: jax.Array, rng: jax.Array,
     prefix (B, g, g) and keep: the first `keep` codes in raster order are copied from `prefix`
     instead of sampled (image completion); keep may be traced.
     """
-    b = text.shape[0]
     n = model.grid * model.grid
-    use_guidance = settings.guidance != 1
-    if use_guidance:
-        text = jnp.concatenate([text, empty_text(text)])
-    prefix = jnp.zeros((b, n), jnp.int32) if prefix is None else prefix.reshape(b, n)
+    text, prefix = _prepare(model, text, settings, prefix)
+    draw = _drawer(settings, rng, prefix, keep)
     cache, logits = kv_cache.prefill(model, text)
-
-    def draw(logits, j, key):
-        logits = guided(logits, settings.guidance) if use_guidance else logits
-        code = jax.random.categorical(key, filter_logits(logits, settings), axis=-1)
-        return jnp.where(j < keep, prefix[:, j], code).astype(jnp.int32), logits
 
     def step(carry, j):
         cache, logits = carry
-        code, raw = draw(logits, j, jax.random.fold_in(rng, j))
-        fed = jnp.concatenate([code, code]) if use_guidance else code
-        cache, logits = kv_cache.decode_step(model, cache, fed, j)
+        code, raw = draw(logits, j)
+        cache, logits = kv_cache.decode_step(model, cache, _doubled(code, settings), j)
         return (cache, logits), (code, raw if return_logits else None)
 
     (_, logits), (codes, raws) = jax.lax.scan(step, (cache, logits), jnp.arange(n - 1))
-    last, raw = draw(logits, n - 1, jax.random.fold_in(rng, n - 1))
-    codes = jnp.concatenate([codes, last[None]]).T.reshape(b, model.grid, model.grid)
-    if not return_logits:
-        return codes
-    return codes, jnp.concatenate([raws, raw[None]]).transpose(1, 0, 2)
+    last, raw = draw(logits, n - 1)
+    codes = jnp.concatenate([codes, last[None]])
+    return _result(model, codes, jnp.concatenate([raws, raw[None]]) if return_logits else None,
+                   return_logits)
+
+
+def sample_codes_uncached(model: DalleTransformer, text: jax.Array, rng: jax.Array,
+                          settings: Settings = Settings(), prefix: jax.Array | None = None,
+                          keep: jax.Array | int = 0, return_logits: bool = False):
+    """`sample_codes` without the cache: a full forward pass over the whole stream for every code
+    (what the peer does by default). The same draws; the reference for tests and benchmarks."""
+    b, n = text.shape[0], model.grid * model.grid
+    text, prefix = _prepare(model, text, settings, prefix)
+    draw = _drawer(settings, rng, prefix, keep)
+
+    def step(codes, j):
+        logits = model(text, _doubled(codes.T, settings))[1][:, j]  # codes ≥ j are not seen
+        code, raw = draw(logits, j)
+        return codes.at[j].set(code), (raw if return_logits else None)
+
+    codes, raws = jax.lax.scan(step, jnp.zeros((n, b), jnp.int32), jnp.arange(n))
+    return _result(model, codes, raws, return_logits)
