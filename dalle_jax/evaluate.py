@@ -4,6 +4,14 @@
 
 For a stage-1 workdir: PSNR and MSE of the reconstructions from argmax codes, bits per dimension
 of the ELBO, codebook perplexity and the share of codes used, with the parameter EMA.
+
+  python -m dalle_jax.evaluate --workdir=workdirs/dalle_small --split=heldout \
+      [--clip_workdir=workdirs/clip_small --rerank_from=32] [--num_captions=64]
+
+For a transformer trained on `shapes`: samples for the split's captions, judged by a checker that
+does not use the model (colour from pixels, shape from a classifier trained on rendered shapes,
+position from the object's centre): the share of samples whose colour, shape, position and all
+three match, without and with CLIP reranking, plus the split's loss and bits per image token.
 """
 
 from __future__ import annotations
@@ -37,20 +45,52 @@ def evaluate_dvae(workdir: str, split: str | None, num_batches: int | None) -> d
             **metrics}
 
 
+def evaluate_dalle(workdir: str, split: str | None, num_batches: int | None, *,
+                   clip_workdir: str | None, num_captions: int, rerank_from: int, seed: int,
+                   temperature: float, top_k: int) -> dict:
+    """Caption-match shares and loss of a stage-2 workdir trained on `shapes`."""
+    from dalle_jax.evaluation import shapes_eval
+    from dalle_jax.generation.generator import Generator
+    from dalle_jax.generation.rerank import Reranker
+    from dalle_jax.generation.sampling import Settings
+
+    gen = Generator.load(workdir)
+    split = split or gen.config.data.eval_split
+    ranker = Reranker.load(clip_workdir) if clip_workdir else None
+    record = shapes_eval.evaluate(
+        gen, split=split, num_captions=num_captions, ranker=ranker, rerank_from=rerank_from,
+        seed=seed, settings=Settings(temperature=temperature, top_k=top_k),
+        classifier_path=shapes_eval.default_classifier_path(workdir), loss_batches=num_batches)
+    return {"workdir": workdir, "step": gen.step, "clip_workdir": clip_workdir, **record}
+
+
 def main(argv: list[str]) -> None:
     """Parses flags, evaluates, prints JSON."""
     workdir = flags.DEFINE_string("workdir", None, "a training workdir")
     split = flags.DEFINE_string("split", None, "split to evaluate (default: the config's eval split)")
     num_batches = flags.DEFINE_integer("num_batches", None, "stop after this many batches (default: all)")
+    clip_workdir = flags.DEFINE_string("clip_workdir", None, "transformer: rerank with this CLIP")
+    num_captions = flags.DEFINE_integer("num_captions", 64, "transformer: captions to sample for")
+    rerank_from = flags.DEFINE_integer("rerank_from", 32, "transformer: samples per caption CLIP "
+                                       "picks the best of")
+    seed = flags.DEFINE_integer("seed", 0, "transformer: sampling seed")
+    temperature = flags.DEFINE_float("temperature", 1.0, "transformer: sampling temperature")
+    top_k = flags.DEFINE_integer("top_k", 0, "transformer: sample among the k likeliest (0: all)")
     flags.mark_flags_as_required(["workdir"])
     parse_flags("python -m dalle_jax.evaluate", argv)
     from dalle_jax.training import checkpoint
 
     try:
         family = checkpoint.load_config(workdir.value).model.family
-        if family != "dvae":
-            fail(f"evaluation of model.family={family!r} is not available yet")
-        print(json.dumps(evaluate_dvae(workdir.value, split.value, num_batches.value)))
+        if family == "dvae":
+            print(json.dumps(evaluate_dvae(workdir.value, split.value, num_batches.value)))
+        elif family == "dalle":
+            print(json.dumps(evaluate_dalle(
+                workdir.value, split.value, num_batches.value, clip_workdir=clip_workdir.value,
+                num_captions=num_captions.value, rerank_from=rerank_from.value, seed=seed.value,
+                temperature=temperature.value, top_k=top_k.value)))
+        else:
+            fail(f"evaluation of model.family={family!r} is not available")
     except (ValueError, FileNotFoundError, KeyError) as e:
         fail(str(e))
 

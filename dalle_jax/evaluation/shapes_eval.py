@@ -1,0 +1,90 @@
+"""`evaluate` for a transformer trained on `shapes`: do its samples show their captions?
+
+For the first `num_captions` captions of a split, one sample per caption is judged (colour, shape,
+position: `judge`), and, given a CLIP workdir, the best of `rerank_from` samples by CLIP score is
+judged too. The split's validation loss (text and image cross-entropy, bits per image token) of
+the same parameters comes with it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from dalle_jax.data import pipeline
+from dalle_jax.evaluation import caption_parser, judge, shape_classifier
+from dalle_jax.generation.sampling import Settings
+
+CHECKS = ("colour", "shape", "position", "all")
+
+
+def _shares(judgements: list[dict]) -> dict[str, float | None]:
+    """Share of True per check, over the judgements where the check applies."""
+    out = {}
+    for k in CHECKS:
+        values = [j[k] for j in judgements if j[k] is not None]
+        out[k] = float(np.mean(values)) if values else None
+    out["count"] = len(judgements)
+    return out
+
+
+def split_loss(gen, split: str, num_batches: int | None) -> dict[str, float]:
+    """Mean text/image cross-entropy and bits per image token of the generator's parameters."""
+    from dalle_jax.training import loop
+    from dalle_jax.training.dalle_loss import dalle_loss
+
+    config = gen.config
+    loader = pipeline.make_loader(config, split, gen.tokenizer, num_epochs=1, shuffle=False)
+    weights = dict(text_weight=config.loss.text_weight, image_weight=config.loss.image_weight)
+    step = jax.jit(lambda text, codes: dalle_loss(gen.model, text, codes, **weights)[1])
+    try:
+        return loop.mean_over_batches(lambda b: step(b["text"], b["codes"]), loader,
+                                      num_batches or 10**9)
+    finally:
+        loader.close()
+
+
+def captions_of(config, split: str, count: int) -> list[str]:
+    """The first `count` captions of a split of the transformer's (encoded) dataset."""
+    from dalle_jax.data.sources import open_split
+
+    data = config.data
+    source = open_split(data.dataset, data.data_dir, split, data.config or None)
+    out = []
+    for i in range(min(count, len(source))):
+        caption = source[i][data.caption_key]
+        caption = caption.decode() if isinstance(caption, bytes) else str(caption)
+        out.append(caption.split("\n")[0])
+    return out
+
+
+def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: int = 32,
+             seed: int = 0, settings: Settings = Settings(), batch_size: int = 8,
+             classifier_path: str | None = None, loss_batches: int | None = None) -> dict:
+    """The JSON record of `python -m dalle_jax.evaluate` for a transformer workdir."""
+    classifier = shape_classifier.load_or_train(classifier_path)
+    captions = captions_of(gen.config, split, num_captions)
+    if not captions:
+        raise ValueError(f"split {split!r} has no caption")
+    requests = [caption_parser.parse(c) for c in captions]
+    text = gen.encode_prompts(captions)
+    per_caption = rerank_from if ranker else 1
+    codes = gen.sample(text, per_caption, seed=seed, settings=settings, batch_size=batch_size)
+    images = gen.decode(codes)  # (P, N, H, W, 3)
+    plain = [judge.judge(images[p, 0], r, classifier) for p, r in enumerate(requests)]
+    record = {"split": split, "captions": len(captions), "settings": settings._asdict(),
+              "without_rerank": _shares(plain)}
+    if ranker:
+        best = [int(np.argmax(ranker.scores(images[p], c))) for p, c in enumerate(captions)]
+        reranked = [judge.judge(images[p, b], r, classifier)
+                    for p, (b, r) in enumerate(zip(best, requests))]
+        record["with_rerank"] = dict(_shares(reranked), rerank_from=rerank_from)
+    record["loss"] = split_loss(gen, split, loss_batches)
+    return record
+
+
+def default_classifier_path(workdir: str) -> str:
+    """Where a workdir's evaluation keeps the shape classifier."""
+    return os.path.join(workdir, "eval", "shape_classifier.npz")

@@ -1,0 +1,81 @@
+"""The caption checker: parses every caption template, passes real scenes, fails wrong captions."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from dalle_jax.data.shapes import render, scenes
+from dalle_jax.evaluation import caption_parser, judge, shape_classifier, shapes_eval
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("judge") / "classifier.npz")
+    params = shape_classifier.load_or_train(path)
+    again = shape_classifier.load_or_train(path)  # read back from the file
+    for k in params:
+        np.testing.assert_array_equal(params[k], again[k])
+    return params
+
+
+def _scenes(count, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        scene = scenes.sample_objects_scene(rng, frozenset(), False)
+        yield scene, scenes.objects_caption(scene, rng), render.render_objects(scene, 64, rng)
+
+
+def test_parser_reads_every_template_back():
+    for scene, caption, _ in _scenes(2000):
+        request = caption_parser.parse(caption)
+        assert len(request.objects) == len(scene["objects"])
+        for wanted, obj in zip(request.objects, scene["objects"]):
+            assert (wanted.colour, wanted.shape) == (obj["colour"], obj["shape"]), caption
+            assert wanted.size in (None, obj["size"]) and wanted.position in (None, obj["position"])
+        assert request.relation == (scene["relation"] if len(scene["objects"]) == 2 else None)
+    for bad in ("a cat on a mat", "a red", "a red circle and a blue square"):
+        with pytest.raises(ValueError, match="caption"):
+            caption_parser.parse(bad)
+
+
+def test_classifier_reads_rendered_outlines(classifier):
+    assert shape_classifier.accuracy(classifier, count=500) > 0.65  # blurred and speckled ones
+
+
+def test_real_scenes_pass_and_wrong_captions_fail(classifier):
+    passed, wrong_colour, wrong_place = [], [], []
+    for scene, caption, image in _scenes(150, seed=1):
+        request = caption_parser.parse(caption)
+        passed.append(judge.judge(image, request, classifier)["all"])
+        first = request.objects[0]
+        others = [c for c in ("red", "green", "blue", "yellow", "orange", "purple", "pink", "cyan",
+                              "brown") if c not in {o["colour"] for o in scene["objects"]}]
+        recoloured = dataclasses.replace(request, objects=(
+            dataclasses.replace(first, colour=others[0]),) + request.objects[1:])
+        wrong_colour.append(judge.judge(image, recoloured, classifier)["colour"])
+        if request.relation:
+            flipped = {"left of": "right of", "right of": "left of", "above": "below",
+                       "below": "above"}[request.relation]
+            moved = dataclasses.replace(request, relation=flipped)
+            if request.objects[0].colour != request.objects[1].colour:
+                wrong_place.append(judge.judge(image, moved, classifier)["position"])
+    assert np.mean(passed) >= 0.95
+    assert not any(wrong_colour)
+    assert wrong_place and not any(wrong_place)
+
+
+def test_evaluate_a_tiny_transformer_with_and_without_rerank(tiny_dalle, tiny_clip, tmp_path):
+    from dalle_jax.generation.generator import Generator
+    from dalle_jax.generation.rerank import Reranker
+
+    gen = Generator.load(tiny_dalle)
+    record = shapes_eval.evaluate(gen, split="validation", num_captions=3,
+                                  ranker=Reranker.load(tiny_clip), rerank_from=2,
+                                  classifier_path=str(tmp_path / "c.npz"), loss_batches=1)
+    for key in ("without_rerank", "with_rerank"):
+        shares = record[key]
+        assert shares["count"] == 3
+        assert all(shares[k] is None or 0 <= shares[k] <= 1 for k in shapes_eval.CHECKS)
+    assert record["with_rerank"]["rerank_from"] == 2
+    assert record["loss"]["bits_per_image_token"] > 0
