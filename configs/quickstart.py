@@ -24,39 +24,41 @@ def _stage_config(name: str, preset: str) -> ml_collections.ConfigDict:
     return module.get_config(preset)
 
 
-def _shared_data(c, resolution: int, num_train: int, batch: int):
-    """Every stage reads the same `shapes` scenes (the transformer through their codes)."""
+def _shared_data(c, resolution: int, num_train: int, batches: tuple[int, int, int]):
+    """Every stage reads the same `shapes` scenes (the transformer through their codes); batches
+    are the dVAE's, the transformer's and CLIP's."""
     shapes = dict(variant="objects", num_train=num_train, num_validation=512, num_test=256,
                   num_heldout=512, seed=0)
+    for stage, batch in zip((c.dvae, c.dalle, c.clip), batches):
+        stage.data.update(resolution=resolution, global_batch_size=batch)
     for stage in (c.dvae, c.clip):
-        stage.data.update(resolution=resolution, global_batch_size=batch, worker_count=0)
+        stage.data.update(worker_count=0)
         stage.data.shapes.update(shapes)
-    c.dalle.data.update(resolution=resolution, global_batch_size=batch)
 
 
 def _default(c):
     c.dvae.model.update(vocab_size=256, n_hid=32, n_blk_per_group=1, n_init=64, embed_dim=32,
                         quantizer="vq")
-    c.dvae.optimizer.update(learning_rate=1e-3, decay_steps=500)
-    c.dvae.train.update(num_steps=500, eval_every=500, eval_batches=4, image_every=500,
-                        checkpoint_every=250, log_every=25)
+    c.dvae.optimizer.update(learning_rate=1e-3, decay_steps=400)
+    c.dvae.train.update(num_steps=400, eval_every=400, eval_batches=4, image_every=400,
+                        checkpoint_every=200, log_every=25)
     text_len, text_vocab = 24, 1024
     c.dalle.model.update(text_vocab=text_vocab, text_len=text_len, image_vocab=256, grid=8,
                          width=256, depth=4, heads=4, head_dim=64, conv_kernel=5, block_size=32,
                          dtype="float32", remat="none")
     c.dalle.optimizer.update(learning_rate=1e-3, warmup_steps=100, decay="cosine",
-                             decay_steps=1_500, end_learning_rate=1e-5)
-    c.dalle.train.update(num_steps=1_500, log_every=50, eval_every=500, eval_batches=4,
-                         checkpoint_every=500, keep_checkpoints=1)
+                             decay_steps=800, end_learning_rate=1e-5)
+    c.dalle.train.update(num_steps=800, log_every=50, eval_every=400, eval_batches=4,
+                         checkpoint_every=400, keep_checkpoints=1)
     c.clip.model.update(text_vocab=text_vocab, text_len=text_len, resolution=64, patch=8,
                         width=128, heads=4, text_depth=2, image_depth=2, embed_dim=64)
-    c.clip.optimizer.update(learning_rate=1e-3, warmup_steps=50, decay_steps=800,
+    c.clip.optimizer.update(learning_rate=1e-3, warmup_steps=50, decay_steps=600,
                             weight_decay=0.1, ema_decay=0.99)
-    c.clip.train.update(num_steps=800, log_every=50, eval_every=400, eval_batches=4,
-                        checkpoint_every=400, keep_checkpoints=1)
+    c.clip.train.update(num_steps=600, log_every=50, eval_every=300, eval_batches=4,
+                        checkpoint_every=300, keep_checkpoints=1)
     for stage in (c.dvae, c.dalle, c.clip):
         stage.text.update(vocab_size=text_vocab, text_len=text_len)
-    _shared_data(c, resolution=64, num_train=5_000, batch=32)
+    _shared_data(c, resolution=64, num_train=5_000, batches=(16, 32, 64))
     c.sample.update(num_samples=8, rerank=4)
 
 
@@ -67,7 +69,7 @@ def _tiny(c):
     for stage in (c.dvae, c.dalle, c.clip):
         stage.text.update(vocab_size=text_vocab, text_len=text_len)
         stage.train.update(num_steps=4, eval_every=4, checkpoint_every=4, tensorboard=False)
-    _shared_data(c, resolution=32, num_train=256, batch=8)
+    _shared_data(c, resolution=32, num_train=256, batches=(8, 8, 8))
     for stage in (c.dvae, c.clip):
         stage.data.shapes.update(num_validation=32, num_test=32, num_heldout=32)
     c.sample.update(prompts=["a red circle", "a blue square"], num_samples=2, rerank=1)
@@ -91,7 +93,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.dalle = _stage_config("dalle", "tiny")
     c.clip = _stage_config("clip", "tiny")
     c.sample = ml_collections.ConfigDict(dict(
-        prompts=["a red circle", "a blue square at the top left", "a green triangle",
+        prompts=["a red circle", "a blue square in the top left", "a green triangle",
                  "a yellow star below a purple heart"],
         num_samples=8, rerank=4, seed=0, temperature=1.0, top_k=0, top_p=1.0, guidance=1.0))
     PRESETS[preset](c)

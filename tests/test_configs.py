@@ -28,7 +28,23 @@ def test_every_preset_loads(path):
     for preset in module.PRESETS:
         config = _parse(f"--config={path}:{preset}")
         assert config.preset == preset
-        assert config.text.text_len > 0 and config.data.global_batch_size > 0
+        stages = ([config.dvae, config.dalle, config.clip] if "dvae" in config
+                  else [config])
+        for c in stages:
+            assert c.text.text_len > 0 and c.data.global_batch_size > 0
+
+
+@pytest.mark.parametrize("preset", ["default", "tiny"])
+def test_quickstart_stages_fit_together(preset):
+    c = _parse(f"--config=configs/quickstart.py:{preset}")
+    dvae, dalle, clip = c.dvae, c.dalle, c.clip
+    assert dalle.model.grid * 8 == dvae.data.resolution == clip.model.resolution
+    assert dalle.model.image_vocab == dvae.model.vocab_size
+    assert dalle.model.text_len == dalle.text.text_len == clip.model.text_len == clip.text.text_len
+    assert dalle.text.vocab_size <= dalle.model.text_vocab and clip.text.vocab_size <= clip.model.text_vocab
+    assert dvae.data.shapes.to_dict() == clip.data.shapes.to_dict()  # the same scenes
+    assert _parse(f"--config=configs/quickstart.py:{preset}",
+                  "--config.dalle.train.num_steps=7").dalle.train.num_steps == 7
 
 
 def test_overrides_apply_with_types():

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The `shapes` experiment: the three models trained one after another on a 2-core CPU, then every
+# sample judged against its caption (python -m dalle_jax.evaluate) on seen and held-out
+# compositions, with and without CLIP reranking. Step counts fit the 90-minute budget; override
+# them with DVAE_STEPS, DALLE_STEPS, CLIP_STEPS.
+#
+#   PYTHON=/work/venv/bin/python bash experiments/shapes/run.sh
+#
+# Models: the dVAE of configs/dvae.py:shapes (VQ codebook, 64 px → 8×8 codes from 512), the
+# transformer of configs/dalle.py:small (width 512, 8 layers) with its code grid and vocabulary
+# set to the dVAE's and 32 text slots (shapes captions are under 20 tokens), and the CLIP of
+# configs/clip.py:small at 64 px. Outputs: workdirs/shapes/{dvae,dalle,clip}, and here
+# results.jsonl, timings.json and samples_{seen,heldout}.png.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python}
+DATA=${DATA:-data}
+W=${WORKDIRS:-workdirs/shapes}
+HERE=experiments/shapes
+DVAE_STEPS=${DVAE_STEPS:-1200}
+DALLE_STEPS=${DALLE_STEPS:-3000}
+CLIP_STEPS=${CLIP_STEPS:-1000}
+CAPTIONS=${CAPTIONS:-100}
+mkdir -p "$W"
+t0=$(date +%s)
+stamp() { echo "\"$1\": $(( $(date +%s) - t0 ))"; }
+marks=()
+
+$PY -m dalle_jax.data prepare --dataset=shapes --data_dir="$DATA" > "$W/prepare.json"
+marks+=("$(stamp prepared)")
+$PY -m dalle_jax.train --config=configs/dvae.py:shapes --workdir="$W/dvae" \
+  --config.data.data_dir="$DATA" --config.model.quantizer=vq \
+  --config.optimizer.learning_rate=1e-3 --config.train.num_steps="$DVAE_STEPS" \
+  --config.optimizer.decay_steps="$DVAE_STEPS" > "$W/dvae.log" 2>&1
+marks+=("$(stamp dvae)")
+$PY -m dalle_jax.data encode --dvae_workdir="$W/dvae" --dataset=shapes --data_dir="$DATA" \
+  --out_data_dir="$W/codes" > "$W/codes.json"
+CODES=$($PY -c "import json; print(json.load(open('$W/codes.json'))['config'])")
+marks+=("$(stamp encoded)")
+TEXT="--config.text.text_len=32 --config.model.text_len=32"
+$PY -m dalle_jax.train --config=configs/dalle.py:small --workdir="$W/dalle" $TEXT \
+  --config.data.data_dir="$W/codes" --config.data.config="$CODES" \
+  --config.model.grid=8 --config.model.image_vocab=512 --config.model.conv_kernel=5 \
+  --config.train.num_steps="$DALLE_STEPS" --config.optimizer.decay_steps="$DALLE_STEPS" \
+  --config.optimizer.warmup_steps=200 --config.train.eval_every=1000 \
+  --config.train.checkpoint_every=1000 > "$W/dalle.log" 2>&1
+marks+=("$(stamp dalle)")
+$PY -m dalle_jax.train --config=configs/clip.py:small --workdir="$W/clip" $TEXT \
+  --config.data.data_dir="$DATA" --config.data.resolution=64 --config.model.resolution=64 \
+  --config.model.patch=8 --config.train.num_steps="$CLIP_STEPS" \
+  --config.optimizer.decay_steps="$CLIP_STEPS" > "$W/clip.log" 2>&1
+marks+=("$(stamp clip)")
+: > "$HERE/results.jsonl"
+for split in validation heldout; do
+  $PY -m dalle_jax.evaluate --workdir="$W/dalle" --clip_workdir="$W/clip" --split="$split" \
+    --num_captions="$CAPTIONS" --rerank_from=32 --num_batches=8 >> "$HERE/results.jsonl"
+done
+marks+=("$(stamp evaluated)")
+for split in validation heldout; do
+  name=$([ "$split" = validation ] && echo seen || echo heldout)
+  $PY "$HERE/prompts.py" "$W/dalle" "$split" > "$W/prompts_$name.txt"
+  $PY -m dalle_jax.sample --workdir="$W/dalle" --clip_workdir="$W/clip" \
+    --prompts_file="$W/prompts_$name.txt" --num_samples=16 --rerank=4 --seed=1 \
+    --out="$HERE/samples_$name.png" > /dev/null
+done
+marks+=("$(stamp sampled)")
+(IFS=,; echo "{${marks[*]}}") > "$HERE/timings.json"
+cat "$HERE/timings.json" "$HERE/results.jsonl"
