@@ -86,15 +86,24 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
     The command line's work, callable from Python (the quickstart and the notebook use it).
     """
     from dalle_jax import visualize
-    from dalle_jax.generation.generator import Generator
+    from dalle_jax.data import pipeline
+    from dalle_jax.generation.generator import Generator, encode_prompts
     from dalle_jax.generation.rerank import Reranker, top_k
     from dalle_jax.generation.sampling import Settings
+    from dalle_jax.training import checkpoint
 
     settings = settings or Settings()
     if rerank and not clip_workdir:
         raise ValueError("--rerank needs --clip_workdir (the model that scores samples)")
     if rerank < 0 or rerank > num_samples:
         raise ValueError(f"--rerank={rerank} must be in [0, --num_samples={num_samples}]")
+    config = checkpoint.load_config(workdir)  # cheap checks first, before any model is built
+    if complete and not os.path.exists(complete):
+        raise FileNotFoundError(f"no image at {complete}")
+    if complete and not 0 <= keep_rows <= config.model.grid:
+        raise ValueError(f"keep_rows={keep_rows} must be in [0, {config.model.grid}] (the code "
+                         "grid's rows)")
+    encode_prompts(pipeline.ensure_tokenizer(config, workdir), config.model.text_len, prompts)
     gen = Generator.load(workdir, dvae_workdir=dvae_workdir)
     settings.check(gen.model.image_vocab)
     text = gen.encode_prompts(prompts)

@@ -94,23 +94,36 @@ def test_sample_command_reranks_completes_and_writes_grid_and_scores(tiny_dalle,
         assert sorted(s["rank"] for s in rows) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--prompt= "], "empty prompt"),
-    (["--prompt=" + "red " * 40], "longer than the model's text_len"),
-    (["--prompt=a red circle", "--rerank=2"], "--rerank needs --clip_workdir"),
-    (["--prompt=a red circle", "--complete=/nonexistent.png"], "no image at /nonexistent.png"),
-])
-def test_sample_command_names_bad_input(tiny_dalle, tmp_path, args, fragment):
-    r = _sample_cli(f"--workdir={tiny_dalle}", f"--out={tmp_path}/x.png", *args)
+def test_sample_command_names_bad_input_in_one_line(tiny_dalle, tmp_path):
+    r = _sample_cli(f"--workdir={tiny_dalle}", f"--out={tmp_path}/x.png", "--prompt= ")
     lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert fragment in lines[0], lines[0]
+    assert "empty prompt" in lines[0], lines[0]
 
 
-def test_sample_command_on_a_workdir_without_checkpoint(tmp_path):
+@pytest.mark.parametrize("kw, error, fragment", [
+    (dict(prompts=["red " * 40]), ValueError, "longer than the model's text_len"),
+    (dict(prompts=["a red circle"], rerank=2), ValueError, "--rerank needs --clip_workdir"),
+    (dict(prompts=["a red circle"], complete="/nonexistent.png"), FileNotFoundError,
+     "no image at /nonexistent.png"),
+    (dict(prompts=["a red circle"], complete="IMAGE", keep_rows=9), ValueError, "keep_rows=9"),
+])
+def test_sample_generate_names_bad_input(tiny_dalle, tmp_path, kw, error, fragment):
+    from dalle_jax import sample
+
+    if kw.get("complete") == "IMAGE":
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+        kw["complete"] = str(tmp_path / "a.png")
+    with pytest.raises(error, match=fragment):
+        sample.generate(workdir=tiny_dalle, out=str(tmp_path / "x.png"), **kw)
+    with pytest.raises(ValueError, match="no prompt"):
+        sample.read_prompts([], None)
+
+
+def test_a_workdir_without_checkpoint_is_named(tmp_path):
     from dalle_jax.training import checkpoint
     from tests.helpers.configs import load
 
     checkpoint.save_config(load("dalle", "tiny"), str(tmp_path))
-    r = _sample_cli(f"--workdir={tmp_path}", "--prompt=a red circle")
-    assert r.returncode == 2 and "has no checkpoint yet" in r.stderr, r.stderr
+    with pytest.raises(FileNotFoundError, match="has no checkpoint yet"):
+        Generator.load(str(tmp_path))

@@ -40,6 +40,20 @@ def dvae_workdir_of(config) -> str:
     return path
 
 
+def encode_prompts(tokenizer, text_len: int, prompts: list[str]) -> np.ndarray:
+    """(P, text_len) ids of `prompts`; a ValueError names an empty prompt or one too long."""
+    if not prompts:
+        raise ValueError("no prompt given")
+    for p in prompts:
+        if not p.strip():
+            raise ValueError("empty prompt: give some text to draw")
+        n = tokenizer.token_count(p)
+        if n > text_len:
+            raise ValueError(f"prompt {p!r} is {n} tokens, longer than the model's text_len of "
+                             f"{text_len}")
+    return tokenizer.encode_batch(prompts)
+
+
 class Generator:
     """A restored transformer (EMA parameters), its tokenizer and the dVAE that decodes codes."""
 
@@ -69,17 +83,7 @@ class Generator:
 
     def encode_prompts(self, prompts: list[str]) -> np.ndarray:
         """(P, text_len) ids; a ValueError names an empty prompt or one longer than text_len."""
-        if not prompts:
-            raise ValueError("no prompt given")
-        limit = self.model.text_len
-        for p in prompts:
-            if not p.strip():
-                raise ValueError("empty prompt: give some text to draw")
-            n = self.tokenizer.token_count(p)
-            if n > limit:
-                raise ValueError(f"prompt {p!r} is {n} tokens, longer than the model's text_len "
-                                 f"of {limit}")
-        return self.tokenizer.encode_batch(prompts)
+        return encode_prompts(self.tokenizer, self.model.text_len, prompts)
 
     def _sampler(self, settings: sampling.Settings):
         if settings not in self._compiled:
