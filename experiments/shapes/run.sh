@@ -35,7 +35,7 @@ $PY -m dalle_jax.train --config=configs/dvae.py:shapes --workdir="$W/dvae" \
 marks+=("$(stamp dvae)")
 $PY -m dalle_jax.data encode --dvae_workdir="$W/dvae" --dataset=shapes --data_dir="$DATA" \
   --out_data_dir="$W/codes" > "$W/codes.json"
-CODES=$($PY -c "import json; print(json.load(open('$W/codes.json'))['config'])")
+CODES=$(tail -n 1 "$W/codes.json" | $PY -c "import json, sys; print(json.load(sys.stdin)['config'])")
 marks+=("$(stamp encoded)")
 TEXT="--config.text.text_len=32 --config.model.text_len=32"
 $PY -m dalle_jax.train --config=configs/dalle.py:small --workdir="$W/dalle" $TEXT \
