@@ -62,6 +62,9 @@ def _base() -> ml_collections.ConfigDict:
         ema_eps=1e-5,
         # Restart a code whose average count is below this share of the mean count (0: never).
         restart_below=0.03,
+        # Where restarted codes come from: 'random' vectors of the batch, or 'error': vectors
+        # drawn in proportion to their squared distance to their code (k-means++ seeding).
+        restart_from="random",
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         # AdamW; learning rate cosine 1e-4 → 1.25e-6 over 1,200,000 updates.

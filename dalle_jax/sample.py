@@ -103,10 +103,9 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
     if complete and not 0 <= keep_rows <= config.model.grid:
         raise ValueError(f"keep_rows={keep_rows} must be in [0, {config.model.grid}] (the code "
                          "grid's rows)")
-    encode_prompts(pipeline.ensure_tokenizer(config, workdir), config.model.text_len, prompts)
+    settings.check(config.model.image_vocab)
+    text = encode_prompts(pipeline.ensure_tokenizer(config, workdir), config.model.text_len, prompts)
     gen = Generator.load(workdir, dvae_workdir=dvae_workdir)
-    settings.check(gen.model.image_vocab)
-    text = gen.encode_prompts(prompts)
     ranker = Reranker.load(clip_workdir) if clip_workdir else None
     prefix, keep = (completion_prefix(gen, complete, keep_rows, len(prompts))
                     if complete else (None, 0))

@@ -119,6 +119,22 @@ def test_ema_update_moves_codes_to_their_means_and_restarts_dead_ones():
     np.testing.assert_allclose(c2, 0.9 * 1 + 0.1 * np.array([2, 2, 0]), rtol=1e-6)
 
 
+def test_restarts_drawn_by_error_pick_the_badly_coded_vectors():
+    z = jnp.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [9.0, 9.0]])
+    codes = jnp.zeros(4, jnp.int32)  # all on code 0; codes 1..7 dead
+    errors = jnp.array([0.0, 0.01, 0.01, 100.0])  # the last vector is far from its code
+    counts, sums = jnp.ones(8), jnp.zeros((8, 2))
+    _, _, codebook, dead = ema_update(counts, sums, z, codes, jax.random.key(0), decay=0.0,
+                                      eps=0.0, restart_below=0.5, errors=errors)
+    assert bool(dead[1:].all())
+    picked = np.asarray(codebook[1:])
+    far = np.all(np.isclose(picked, [9.0, 9.0]), axis=1).mean()
+    assert far > 0.85  # ∝ error: 100 / 100.02 of the draws; uniform draws would give 1/4
+    _, _, uniform_book, _ = ema_update(counts, sums, z, codes, jax.random.key(0), decay=0.0,
+                                       eps=0.0, restart_below=0.5)
+    assert np.all(np.isclose(np.asarray(uniform_book[1:]), [9.0, 9.0]), axis=1).mean() < 0.85
+
+
 def test_cosine_schedules_fall_and_rise():
     tau = cosine(1.0, 1 / 16, 100)
     assert float(tau(0)) == pytest.approx(1.0)

@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from dalle_jax.models import attention_masks
+from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.attention import attend
 from dalle_jax.models.transformer import (DalleTransformer, attention_inputs, block_output,
                                           layer_norm)
 
-_MASKED = -1e30
 
 
 class KeyTables(NamedTuple):
@@ -99,7 +99,7 @@ def _attend_one(q, k_self, v_self, keys, values, valid):
     """One query (B, H, D) over its gathered keys (B, K, H, D) where `valid` (K,), plus itself."""
     q = q * (q.shape[-1] ** -0.5)
     scores = jnp.einsum("bhd,bkhd->bhk", q, keys).astype(jnp.float32)
-    scores = jnp.where(valid, scores, _MASKED)
+    scores = jnp.where(valid, scores, MASKED)
     own = jnp.sum(q * k_self, axis=-1).astype(jnp.float32)[..., None]  # (B, H, 1)
     weights = jax.nn.softmax(jnp.concatenate([scores, own], axis=-1), axis=-1).astype(q.dtype)
     return jnp.einsum("bhk,bkhd->bhd", weights[..., :-1], values) + weights[..., -1:] * v_self

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 
 from dalle_jax.data.tokenizer import PAD_ID
 from dalle_jax.generation import kv_cache
+from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.transformer import DalleTransformer
 
-_MASKED = -1e30
 
 
 class Settings(NamedTuple):
@@ -47,14 +47,14 @@ def filter_logits(logits: jax.Array, settings: Settings) -> jax.Array:
     logits = logits / settings.temperature
     if settings.top_k:
         kth = jax.lax.top_k(logits, settings.top_k)[0][:, -1:]
-        logits = jnp.where(logits < kth, _MASKED, logits)
+        logits = jnp.where(logits < kth, MASKED, logits)
     if settings.top_p < 1:
         ordered = jnp.sort(logits, axis=-1)[:, ::-1]
         probs = jax.nn.softmax(ordered, axis=-1)
         before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each
         kept = jnp.where(before < settings.top_p, ordered, jnp.inf)
         cutoff = jnp.min(kept, axis=-1, keepdims=True)  # the smallest logit still kept
-        logits = jnp.where(logits < cutoff, _MASKED, logits)
+        logits = jnp.where(logits < cutoff, MASKED, logits)
     return logits
 
 

@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.band_attention import band_attention
 
 IMPLEMENTATIONS = ("dense", "blocksparse", "splash")
-_MASKED = -1e30  # finite, so a row never becomes NaN
 SPLASH_LANES = 128
 
 
@@ -146,7 +146,7 @@ def band_plan(mask: np.ndarray, block: int) -> BandPlan:
 
 
 def _softmax_weights(logits, mask, dtype):
-    logits = jnp.where(mask, logits, _MASKED)
+    logits = jnp.where(mask, logits, MASKED)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
 
 

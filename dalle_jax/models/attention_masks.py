@@ -21,6 +21,9 @@ import functools
 
 import numpy as np
 
+# The score of a key a query may not see: finite, so a fully masked row never becomes NaN.
+MASKED = -1e30
+
 KINDS = ("row", "column", "conv", "full")
 
 

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_MASKED = -1e30
+from dalle_jax.models.attention_masks import MASKED
+
 _F32 = jnp.float32
 
 
@@ -41,7 +42,7 @@ def _rows(x):  # (B, H, n, b, ...) → (B, H, n·b, ...): the prefix part as one
 
 
 def _forward(key, shape, q, kb, vb, kp, vp):
-    sb = jnp.where(_tiles(key, shape), jnp.einsum("bhnqd,bhnkd->bhnqk", q, kb), _MASKED)
+    sb = jnp.where(_tiles(key, shape), jnp.einsum("bhnqd,bhnkd->bhnqk", q, kb), MASKED)
     sb = sb.astype(_F32)
     top = sb.max(-1, keepdims=True)
     if kp.shape[2]:

@@ -20,17 +20,17 @@ import ml_collections
 from flax import nnx
 
 from dalle_jax.data.tokenizer import PAD_ID
+from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.transformer import (Layers, block, layer_norm, normal_param, ones_param,
                                           zeros_param)
 
-_MASKED = -1e30
 
 
 def _attention(q, k, v, key_mask=None):
     """Softmax attention of (B, L, H, D) over all keys, or those where key_mask (B, L) is True."""
     scores = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k)
     if key_mask is not None:
-        scores = jnp.where(key_mask[:, None, None, :], scores, _MASKED)
+        scores = jnp.where(key_mask[:, None, None, :], scores, MASKED)
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
 
 

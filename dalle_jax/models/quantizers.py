@@ -95,8 +95,8 @@ class VectorQuantizer(nnx.Module):
 
 
 def ema_update(counts: jax.Array, sums: jax.Array, z: jax.Array, codes: jax.Array,
-               rng: jax.Array, *, decay: float, eps: float,
-               restart_below: float) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+               rng: jax.Array, *, decay: float, eps: float, restart_below: float,
+               errors: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """One EMA step of a codebook from a batch of vectors z (N, D) and their codes (N,).
 
     Returns (counts, sums, codebook, restarted mask). A code whose EMA count falls below
@@ -110,7 +110,11 @@ def ema_update(counts: jax.Array, sums: jax.Array, z: jax.Array, codes: jax.Arra
     sums = decay * sums + (1 - decay) * (one_hot.T @ z)
     threshold = restart_below * z.shape[0] / vocab
     dead = counts < threshold
-    picks = jax.random.randint(rng, (vocab,), 0, z.shape[0])
+    if errors is None:
+        picks = jax.random.randint(rng, (vocab,), 0, z.shape[0])
+    else:
+        logits = jnp.log(jnp.maximum(errors, 1e-12))
+        picks = jax.random.categorical(rng, logits, shape=(vocab,))
     counts = jnp.where(dead, threshold, counts)
     sums = jnp.where(dead[:, None], z[picks] * threshold, sums)
     total = counts.sum()

@@ -27,6 +27,8 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
     """`step(state, images_uint8) → (state, metrics)`, jitted with explicit shardings."""
     base_key = jax.random.key(config.train.seed)
     vq = config.model.quantizer == "vq"
+    if vq and config.vq.restart_from not in ("random", "error"):
+        raise ValueError(f"vq.restart_from={config.vq.restart_from!r}; choose 'random' or 'error'")
 
     def step(state, images):
         t = state["step"]
@@ -46,10 +48,13 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
         extra = None
         if vq:
             cb = state["extra"]["codebook"]
+            errors = None
+            if config.vq.restart_from == "error":
+                errors = jnp.sum(jnp.square(aux["z"] - cb["codebook"][aux["codes"]]), axis=-1)
             counts, sums, codebook, dead = codebook_ema(
                 cb["counts"], cb["sums"], aux["z"], aux["codes"], restart_rng,
                 decay=config.vq.ema_decay, eps=config.vq.ema_eps,
-                restart_below=config.vq.restart_below)
+                restart_below=config.vq.restart_below, errors=errors)
             extra = {"codebook": {"counts": counts, "sums": sums, "codebook": codebook}}
             metrics["codes_restarted"] = jnp.sum(dead)
         new = train_state.apply_update(spec, state, grads, loss, config.optimizer.ema_decay, extra)
