@@ -10,7 +10,7 @@ codebook vector; the decoder sees that vector with the straight-through gradient
 commitment loss ‖z − sg(e)‖² keeps z near its code; the codebook is not learned by gradient but
 set to exponential moving averages of the vectors assigned to each code (counts and sums, with
 Laplace smoothing), and codes whose average count falls below a threshold are restarted from
-random encoder outputs of the current batch.
+encoder outputs of the current batch (uniformly, or in proportion to their quantisation error).
 """
 
 from __future__ import annotations
@@ -103,6 +103,10 @@ def ema_update(counts: jax.Array, sums: jax.Array, z: jax.Array, codes: jax.Arra
     `restart_below` × the mean count per code is set to a random vector of the batch with a count
     at that threshold: chosen at the next step, it grows from there; not chosen, it decays below the
     threshold and is restarted again at once (`restart_below=0` turns restarts off).
+
+    `errors` (N,), each vector's squared distance to its code, makes restarts draw vectors with
+    probability proportional to it (k-means++ seeding): the badly coded ones, such as the rare
+    object patches of a mostly-background image, rather than more of the common ones.
     """
     vocab = counts.shape[0]
     one_hot = jax.nn.one_hot(codes, vocab, dtype=z.dtype)  # (N, V)
