@@ -73,7 +73,7 @@ def test_evaluate_a_tiny_transformer_with_and_without_rerank(tiny_dalle, tiny_cl
     record = shapes_eval.evaluate(gen, split="validation", num_captions=3,
                                   ranker=Reranker.load(tiny_clip), rerank_from=2,
                                   classifier_path=str(tmp_path / "c.npz"), loss_batches=1)
-    for key in ("without_rerank", "with_rerank"):
+    for key in ("without_rerank", "with_rerank", "reconstructions"):
         shares = record[key]
         assert shares["count"] == 3
         assert all(shares[k] is None or 0 <= shares[k] <= 1 for k in shapes_eval.CHECKS)

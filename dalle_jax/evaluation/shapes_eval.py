@@ -3,7 +3,9 @@
 For the first `num_captions` captions of a split, one sample per caption is judged (colour, shape,
 position: `judge`), and, given a CLIP workdir, the best of `rerank_from` samples by CLIP score is
 judged too. The split's validation loss (text and image cross-entropy, bits per image token) of
-the same parameters comes with it.
+the same parameters comes with it, and so does the checker's ceiling: the share of the split's own
+scenes that pass once encoded and decoded by the dVAE (`reconstructions`), which no sample can
+be expected to beat.
 """
 
 from __future__ import annotations
@@ -46,18 +48,27 @@ def split_loss(gen, split: str, num_batches: int | None) -> dict[str, float]:
         loader.close()
 
 
-def captions_of(config, split: str, count: int) -> list[str]:
-    """The first `count` captions of a split of the transformer's (encoded) dataset."""
+def examples_of(config, split: str, count: int) -> tuple[list[str], np.ndarray | None]:
+    """The first `count` captions of a split of the transformer's (encoded) dataset, and their
+    code grids (count, g·g) when the dataset holds codes, else None."""
     from dalle_jax.data.sources import open_split
 
     data = config.data
     source = open_split(data.dataset, data.data_dir, split, data.config or None)
-    out = []
+    captions, codes = [], []
     for i in range(min(count, len(source))):
-        caption = source[i][data.caption_key]
+        example = source[i]
+        caption = example[data.caption_key]
         caption = caption.decode() if isinstance(caption, bytes) else str(caption)
-        out.append(caption.split("\n")[0])
-    return out
+        captions.append(caption.split("\n")[0])
+        if "codes" in example:
+            codes.append(np.asarray(example["codes"], np.int32).reshape(-1))
+    return captions, (np.stack(codes) if codes and len(codes) == len(captions) else None)
+
+
+def captions_of(config, split: str, count: int) -> list[str]:
+    """The first `count` captions of a split of the transformer's (encoded) dataset."""
+    return examples_of(config, split, count)[0]
 
 
 def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: int = 32,
@@ -65,17 +76,21 @@ def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: in
              classifier_path: str | None = None, loss_batches: int | None = None) -> dict:
     """The JSON record of `python -m dalle_jax.evaluate` for a transformer workdir."""
     classifier = shape_classifier.load_or_train(classifier_path)
-    captions = captions_of(gen.config, split, num_captions)
+    captions, true_codes = examples_of(gen.config, split, num_captions)
     if not captions:
         raise ValueError(f"split {split!r} has no caption")
     requests = [caption_parser.parse(c) for c in captions]
+    record = {"split": split, "captions": len(captions), "settings": settings._asdict()}
+    if true_codes is not None:  # the ceiling: the dVAE's decodes of the scenes' own codes
+        decoded = gen.decode(true_codes.reshape(-1, gen.grid, gen.grid))
+        record["reconstructions"] = _shares(
+            [judge.judge(decoded[p], r, classifier) for p, r in enumerate(requests)])
     text = gen.encode_prompts(captions)
     per_caption = rerank_from if ranker else 1
     codes = gen.sample(text, per_caption, seed=seed, settings=settings, batch_size=batch_size)
     images = gen.decode(codes)  # (P, N, H, W, 3)
     plain = [judge.judge(images[p, 0], r, classifier) for p, r in enumerate(requests)]
-    record = {"split": split, "captions": len(captions), "settings": settings._asdict(),
-              "without_rerank": _shares(plain)}
+    record["without_rerank"] = _shares(plain)
     if ranker:
         best = [int(np.argmax(ranker.scores(images[p], c))) for p, c in enumerate(captions)]
         reranked = [judge.judge(images[p, b], r, classifier)
