@@ -25,7 +25,6 @@ from dalle_jax.models.transformer import (DalleTransformer, attention_inputs, bl
                                           layer_norm)
 
 
-
 class KeyTables(NamedTuple):
     """For each distinct pattern: `index` (P, L, K) earlier positions each position sees, padded
     with 0; `valid` (P, L, K) which entries are real; `kind` (depth,) the pattern of each layer."""

@@ -20,7 +20,6 @@ from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.transformer import DalleTransformer
 
 
-
 class Settings(NamedTuple):
     """How codes are drawn. top_k 0 and top_p 1 mean no filtering; guidance 1 means none."""
 

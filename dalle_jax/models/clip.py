@@ -25,7 +25,6 @@ from dalle_jax.models.transformer import (Layers, block, layer_norm, normal_para
                                           zeros_param)
 
 
-
 def _attention(q, k, v, key_mask=None):
     """Softmax attention of (B, L, H, D) over all keys, or those where key_mask (B, L) is True."""
     scores = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k)
