@@ -104,8 +104,9 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
         raise ValueError(f"keep_rows={keep_rows} must be in [0, {config.model.grid}] (the code "
                          "grid's rows)")
     settings.check(config.model.image_vocab)
-    text = encode_prompts(pipeline.ensure_tokenizer(config, workdir), config.model.text_len, prompts)
-    gen = Generator.load(workdir, dvae_workdir=dvae_workdir)
+    tokenizer = pipeline.ensure_tokenizer(config, workdir)
+    text = encode_prompts(tokenizer, config.model.text_len, prompts)
+    gen = Generator.load(workdir, dvae_workdir=dvae_workdir, tokenizer=tokenizer)
     ranker = Reranker.load(clip_workdir) if clip_workdir else None
     prefix, keep = (completion_prefix(gen, complete, keep_rows, len(prompts))
                     if complete else (None, 0))

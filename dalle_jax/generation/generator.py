@@ -65,16 +65,19 @@ class Generator:
         self._compiled = {}
 
     @classmethod
-    def load(cls, workdir: str, *, dvae_workdir: str | None = None,
-             step: int | None = None) -> "Generator":
-        """Restores the newest (or `step`) checkpoint of a stage-2 workdir and its dVAE."""
+    def load(cls, workdir: str, *, dvae_workdir: str | None = None, step: int | None = None,
+             tokenizer=None) -> "Generator":
+        """Restores the newest (or `step`) checkpoint of a stage-2 workdir and its dVAE.
+
+        `tokenizer`: the workdir's tokenizer when the caller has already read it.
+        """
         from dalle_jax.training import dalle_trainer
         from dalle_jax.training.dvae_inference import ImageCodec
 
         config, spec, state, step = checkpoint.load_trained(workdir, "dalle", dalle_trainer.build,
                                                             step=step)
         model = spec.merge(state["ema"], {})
-        tokenizer = pipeline.ensure_tokenizer(config, workdir)
+        tokenizer = tokenizer or pipeline.ensure_tokenizer(config, workdir)
         codec = ImageCodec.load(dvae_workdir or dvae_workdir_of(config))
         if codec.model.vocab_size != model.image_vocab:
             raise ValueError(f"the dVAE has {codec.model.vocab_size} codes but the transformer's "

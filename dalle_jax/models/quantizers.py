@@ -63,9 +63,9 @@ def straight_through(z: jax.Array, e: jax.Array) -> jax.Array:
     return z + jax.lax.stop_gradient(e - z)
 
 
-def commitment_loss(z: jax.Array, e: jax.Array) -> jax.Array:
-    """Mean over positions of ‖z − sg(e)‖²."""
-    return jnp.mean(jnp.sum(jnp.square(z - jax.lax.stop_gradient(e)), axis=-1))
+def quantisation_errors(z: jax.Array, e: jax.Array) -> jax.Array:
+    """‖z − sg(e)‖² per vector (…): the commitment loss's terms, and what restarts draw by."""
+    return jnp.sum(jnp.square(z - jax.lax.stop_gradient(e)), axis=-1)
 
 
 class VectorQuantizer(nnx.Module):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from dalle_jax.models import pixels
 from dalle_jax.models.image_tokenizer import ImageTokenizer
-from dalle_jax.models.quantizers import commitment_loss, gumbel_softmax, kl_to_uniform
+from dalle_jax.models.quantizers import gumbel_softmax, kl_to_uniform, quantisation_errors
 
 
 def code_stats(codes: jax.Array, vocab_size: int) -> dict[str, jax.Array]:
@@ -59,7 +59,9 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
         codes, z_q = model.codebook(enc)
         stats = model.decoder(z_q)
         kl = jnp.zeros(())
-        aux["commitment"] = commitment_loss(enc, z_q)
+        errors = quantisation_errors(enc, z_q)
+        aux["commitment"] = jnp.mean(errors)
+        aux["errors"] = jax.lax.stop_gradient(errors).reshape(-1)
         aux["z"], aux["codes"] = enc.reshape(-1, enc.shape[-1]), codes.reshape(-1)
     mu, log_b = pixels.split_stats(stats)
     nll = jnp.mean(jnp.sum(pixels.logit_laplace_nll(x_mapped, mu, log_b), axis=(1, 2, 3))) / dims

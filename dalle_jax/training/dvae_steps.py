@@ -44,13 +44,11 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
                              commitment=config.vq.commitment)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        metrics = {k: v for k, v in aux.items() if k not in ("z", "codes")}
+        metrics = {k: v for k, v in aux.items() if k not in ("z", "codes", "errors")}
         extra = None
         if vq:
             cb = state["extra"]["codebook"]
-            errors = None
-            if config.vq.restart_from == "error":
-                errors = jnp.sum(jnp.square(aux["z"] - cb["codebook"][aux["codes"]]), axis=-1)
+            errors = aux["errors"] if config.vq.restart_from == "error" else None
             counts, sums, codebook, dead = codebook_ema(
                 cb["counts"], cb["sums"], aux["z"], aux["codes"], restart_rng,
                 decay=config.vq.ema_decay, eps=config.vq.ema_eps,
