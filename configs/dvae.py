@@ -30,6 +30,11 @@ def _base() -> ml_collections.ConfigDict:
         n_init=128,
         # vq only: width of the codebook vectors.
         embed_dim=64,
+        # Reconstruction likelihood: the paper's 'logit_laplace' (the decoder's 6 channels are μ and
+        # ln b) or 'gaussian' (mean sigmoid(μ) on mapped pixels, fixed scale `sigma`; ln b unused):
+        # a squared error that weighs every pixel alike (experiments/dvae_shapes).
+        likelihood="logit_laplace",
+        sigma=0.1,
         # Computation dtype of the residual groups ('float32' or 'bfloat16'); parameters float32.
         dtype="float32",
     ))

@@ -35,7 +35,7 @@ def evaluate_dvae(workdir: str, split: str | None, num_batches: int | None) -> d
     split = split or config.data.eval_split
     tokenizer = pipeline.ensure_tokenizer(config, workdir)
     loader = pipeline.make_loader(config, split, tokenizer, mesh=codec.mesh, num_epochs=1, shuffle=False)
-    eval_step = dvae_steps.make_eval_step(codec.spec, config.model.vocab_size)
+    eval_step = dvae_steps.make_eval_step(codec.spec, config.model)
     try:
         metrics = dvae_trainer.evaluate(codec.spec, codec.model_state, eval_step, loader,
                                         num_batches or 10**9)

@@ -31,6 +31,19 @@ def test_logit_laplace_integrates_to_one():
     assert abs(np.trapezoid(np.exp(-np.asarray(nll, np.float64)), x) - 1.0) < 1e-3
 
 
+def test_gaussian_likelihood_is_a_normal_density_around_the_reconstruction():
+    x = jnp.linspace(0.1, 0.9, 7)
+    stats = jnp.concatenate([jnp.full((7, 1), 0.3), jnp.full((7, 1), 5.0)], axis=-1)  # μ, ln b
+    got = pixels.nll(x[:, None], stats, "gaussian", sigma=0.2)[:, 0]
+    want = -jax.scipy.stats.norm.logpdf(x, loc=jax.nn.sigmoid(0.3), scale=0.2)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # ln b plays no part; the paper's likelihood uses it.
+    np.testing.assert_allclose(pixels.nll(x[:, None], stats.at[:, 1].set(-3.0), "gaussian", 0.2)[:, 0], got)
+    assert not np.allclose(pixels.nll(x[:, None], stats)[:, 0], got)
+    with pytest.raises(ValueError, match="likelihood='laplace'"):
+        pixels.nll(x[:, None], stats, "laplace")
+
+
 def test_reconstruction_inverts_the_map():
     x = jnp.linspace(0, 1, 11)
     mu = jnp.log(pixels.map_pixels(x)) - jnp.log1p(-pixels.map_pixels(x))

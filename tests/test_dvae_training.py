@@ -26,10 +26,11 @@ def _fixed_batch(resolution=32, n=8, seed=0):
     return images
 
 
-@pytest.mark.parametrize("quantizer", ["gumbel", "vq"])
-def test_loss_falls_on_a_fixed_batch(quantizer):
+@pytest.mark.parametrize("quantizer,likelihood", [("gumbel", "logit_laplace"),
+                                                   ("vq", "logit_laplace"), ("vq", "gaussian")])
+def test_loss_falls_on_a_fixed_batch(quantizer, likelihood):
     config = load("dvae", "tiny", **{"model.quantizer": quantizer, "optimizer.learning_rate": 3e-3,
-                                     "optimizer.decay_steps": 1000})
+                                     "optimizer.decay_steps": 1000, "model.likelihood": likelihood})
     mesh = make_mesh({"data": 1}, jax.devices()[:1])
     spec, state = dvae_trainer.build(config, mesh)
     step = dvae_steps.make_train_step(spec, config, dvae_schedules(config))

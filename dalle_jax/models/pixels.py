@@ -40,6 +40,30 @@ def logit_laplace_nll(x_mapped: jax.Array, mu: jax.Array, log_b: jax.Array) -> j
             + jnp.log(x_mapped) + jnp.log1p(-x_mapped))
 
 
+def gaussian_nll(x_mapped: jax.Array, mu: jax.Array, sigma: float) -> jax.Array:
+    """−ln N(x | sigmoid(μ), σ²) per pixel value, in nats: a fixed-scale alternative to the paper.
+
+    The mean is the same sigmoid(μ) on mapped pixels that `reconstruction` unmaps, so the loss is
+    the squared error of the reconstruction (times (1 − 2ε)² / 2σ²) plus a constant.
+    """
+    z = (x_mapped - jax.nn.sigmoid(mu)) / sigma
+    return 0.5 * jnp.square(z) + jnp.log(sigma) + 0.5 * jnp.log(2 * jnp.pi)
+
+
+LIKELIHOODS = ("logit_laplace", "gaussian")
+
+
+def nll(x_mapped: jax.Array, stats: jax.Array, likelihood: str = "logit_laplace",
+        sigma: float = 0.1) -> jax.Array:
+    """−ln p(x | decoder output) per pixel value for `likelihood`; stats is (…, 2C)."""
+    mu, log_b = split_stats(stats)
+    if likelihood == "logit_laplace":
+        return logit_laplace_nll(x_mapped, mu, log_b)
+    if likelihood == "gaussian":
+        return gaussian_nll(x_mapped, mu, sigma)
+    raise ValueError(f"likelihood={likelihood!r}; choose one of {LIKELIHOODS}")
+
+
 def reconstruction(mu: jax.Array, eps: float = EPS) -> jax.Array:
     """Mean image in [0, 1] from the predicted locations: unmap(sigmoid(μ))."""
     return unmap_pixels(jax.nn.sigmoid(mu), eps)

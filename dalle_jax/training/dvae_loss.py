@@ -42,8 +42,12 @@ def bits_per_dim(nll_nats_per_dim: jax.Array, eps: float = pixels.EPS) -> jax.Ar
 
 def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
               temperature: jax.Array, beta: jax.Array, straight_through: bool = False,
-              noise_scale: jax.Array | float = 1.0, commitment: float = 0.25) -> tuple[jax.Array, dict]:
-    """(loss, aux): aux holds per-dim ELBO terms, MSE, code stats and, for VQ, z and codes."""
+              noise_scale: jax.Array | float = 1.0, commitment: float = 0.25,
+              likelihood: str = "logit_laplace", sigma: float = 0.1) -> tuple[jax.Array, dict]:
+    """(loss, aux): aux holds per-dim ELBO terms, MSE, code stats and, for VQ, z and codes.
+
+    `likelihood` is the paper's 'logit_laplace' or a fixed-σ 'gaussian' (`pixels.nll`).
+    """
     x = pixels.to_unit(images_uint8)
     x_mapped = pixels.map_pixels(x)
     dims = math.prod(x.shape[1:])
@@ -63,10 +67,9 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
         aux["commitment"] = jnp.mean(errors)
         aux["errors"] = jax.lax.stop_gradient(errors).reshape(-1)
         aux["z"], aux["codes"] = enc.reshape(-1, enc.shape[-1]), codes.reshape(-1)
-    mu, log_b = pixels.split_stats(stats)
-    nll = jnp.mean(jnp.sum(pixels.logit_laplace_nll(x_mapped, mu, log_b), axis=(1, 2, 3))) / dims
+    nll = jnp.mean(jnp.sum(pixels.nll(x_mapped, stats, likelihood, sigma), axis=(1, 2, 3))) / dims
     loss = nll + beta * kl + (commitment * aux["commitment"] if "commitment" in aux else 0.0)
-    recon = pixels.reconstruction(mu)
+    recon = pixels.reconstruction(pixels.split_stats(stats)[0])
     aux.update(
         nll=nll,
         elbo_bpd=bits_per_dim(nll + kl),

@@ -22,11 +22,23 @@ from dalle_jax.training import train_state
 from dalle_jax.training.dvae_loss import bits_per_dim, dvae_loss, usage_stats
 
 
+def likelihood_of(model_config: ml_collections.ConfigDict) -> tuple[str, float]:
+    """(likelihood, σ) of a model config, checked; configs older than the option are the paper's."""
+    likelihood = model_config.get("likelihood", "logit_laplace")
+    sigma = model_config.get("sigma", 0.1)
+    if likelihood not in pixels.LIKELIHOODS:
+        raise ValueError(f"model.likelihood={likelihood!r}; choose one of {pixels.LIKELIHOODS}")
+    if not sigma > 0:
+        raise ValueError(f"model.sigma must be positive, got {sigma}")
+    return likelihood, float(sigma)
+
+
 def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
                     schedules: dict[str, optax.Schedule]):
     """`step(state, images_uint8) → (state, metrics)`, jitted with explicit shardings."""
     base_key = jax.random.key(config.train.seed)
     vq = config.model.quantizer == "vq"
+    likelihood, sigma = likelihood_of(config.model)
     if vq and config.vq.restart_from not in ("random", "error"):
         raise ValueError(f"vq.restart_from={config.vq.restart_from!r}; choose 'random' or 'error'")
 
@@ -41,7 +53,8 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
             return dvae_loss(model, images, rng, temperature=temperature, beta=beta,
                              straight_through=config.gumbel.straight_through,
                              noise_scale=noise_scale,
-                             commitment=config.vq.commitment)
+                             commitment=config.vq.commitment,
+                             likelihood=likelihood, sigma=sigma)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         metrics = {k: v for k, v in aux.items() if k not in ("z", "codes", "errors")}
@@ -70,12 +83,16 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
     )
 
 
-def make_eval_step(spec: train_state.StateSpec, vocab_size: int):
+def make_eval_step(spec: train_state.StateSpec, model_config: ml_collections.ConfigDict):
     """`eval(params, extra, images) → sums` over a batch with argmax (hard) codes.
 
+    `model_config` is `config.model`: its vocab_size and likelihood (and σ) are read.
     Sums: `count` images, `mse` and `psnr` (per image, summed), `nll` and `kl` (nats per pixel
     value, summed over images), and `code_counts` (vocab,).
     """
+
+    vocab_size = model_config.vocab_size
+    likelihood, sigma = likelihood_of(model_config)
 
     def run(params, extra, images):
         model = spec.merge(params, extra)
@@ -83,12 +100,14 @@ def make_eval_step(spec: train_state.StateSpec, vocab_size: int):
         dims = math.prod(x.shape[1:])
         enc = model.encoder_output(x)
         codes = model.codes_of(enc)  # the encoder runs once
-        mu, log_b = pixels.split_stats(model.decode_stats(codes))
-        nll = jnp.sum(pixels.logit_laplace_nll(pixels.map_pixels(x), mu, log_b), axis=(1, 2, 3)) / dims
+        stats = model.decode_stats(codes)
+        nll = jnp.sum(pixels.nll(pixels.map_pixels(x), stats, likelihood, sigma),
+                      axis=(1, 2, 3)) / dims
         if model.codebook is None:
             kl = jnp.sum(kl_to_uniform(enc), axis=(1, 2)) / dims
         else:  # a deterministic posterior against the uniform prior: ln V per position
             kl = jnp.full(x.shape[:1], codes[0].size * math.log(vocab_size) / dims)
+        mu = pixels.split_stats(stats)[0]
         mse = jnp.mean(jnp.square(pixels.reconstruction(mu) - x), axis=(1, 2, 3))
         return {"count": jnp.float32(x.shape[0]), "mse": mse.sum(),
                 "psnr": jnp.sum(10 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10))),

@@ -43,7 +43,7 @@ def task(config: ml_collections.ConfigDict) -> loop.Task:
 
     def run_eval(spec, state, batches):
         if "eval" not in compiled:  # one jitted eval step for the run
-            compiled["eval"] = dvae_steps.make_eval_step(spec, config.model.vocab_size)
+            compiled["eval"] = dvae_steps.make_eval_step(spec, config.model)
         return evaluate(spec, state, compiled["eval"], batches, config.train.eval_batches)
 
     def images(spec, state, batch, folder, step):
