@@ -3,7 +3,9 @@
   python -m dalle_jax.evaluate --workdir=workdirs/dvae_shapes [--split=validation] [--num_batches=N]
 
 For a stage-1 workdir: PSNR and MSE of the reconstructions from argmax codes, bits per dimension
-of the ELBO, codebook perplexity and the share of codes used, with the parameter EMA.
+of the ELBO, codebook perplexity and the share of codes used, with the parameter EMA; for a
+model trained on `shapes`, also `checker`: the share of `--num_captions` reconstructed scenes
+whose colour, shape and position still match their caption (0 skips it).
 
   python -m dalle_jax.evaluate --workdir=workdirs/dalle_small --split=heldout \
       [--clip_workdir=workdirs/clip_small --rerank_from=32] [--num_captions=64]
@@ -24,8 +26,13 @@ from absl import flags
 from dalle_jax.cli import fail, parse_flags
 
 
-def evaluate_dvae(workdir: str, split: str | None, num_batches: int | None) -> dict:
-    """Metrics of a stage-1 workdir on `split` (default: the config's eval split)."""
+def evaluate_dvae(workdir: str, split: str | None, num_batches: int | None,
+                  num_judged: int = 0) -> dict:
+    """Metrics of a stage-1 workdir on `split` (default: the config's eval split).
+
+    For a model trained on `shapes`, `num_judged` > 0 also judges its reconstructions of that many
+    scenes against their captions (`checker`: what any transformer on these codes can reach).
+    """
     from dalle_jax.data import pipeline
     from dalle_jax.training import dvae_steps, dvae_trainer
     from dalle_jax.training.dvae_inference import ImageCodec
@@ -41,8 +48,14 @@ def evaluate_dvae(workdir: str, split: str | None, num_batches: int | None) -> d
                                         num_batches or 10**9)
     finally:
         loader.close()
-    return {"workdir": workdir, "step": codec.step, "split": split, "quantizer": config.model.quantizer,
-            **metrics}
+    record = {"workdir": workdir, "step": codec.step, "split": split,
+              "quantizer": config.model.quantizer, **metrics}
+    if num_judged and config.data.dataset == "shapes":
+        from dalle_jax.evaluation import shapes_eval
+
+        record["checker"] = shapes_eval.judge_reconstructions(
+            codec, split, num_judged, shapes_eval.default_classifier_path(workdir))
+    return record
 
 
 def evaluate_dalle(workdir: str, split: str | None, num_batches: int | None, *,
@@ -70,7 +83,8 @@ def main(argv: list[str]) -> None:
     split = flags.DEFINE_string("split", None, "split to evaluate (default: the config's eval split)")
     num_batches = flags.DEFINE_integer("num_batches", None, "stop after this many batches (default: all)")
     clip_workdir = flags.DEFINE_string("clip_workdir", None, "transformer: rerank with this CLIP")
-    num_captions = flags.DEFINE_integer("num_captions", 64, "transformer: captions to sample for")
+    num_captions = flags.DEFINE_integer("num_captions", 64, "transformer: captions to sample for; "
+                                        "dVAE on shapes: scenes whose reconstructions are judged")
     rerank_from = flags.DEFINE_integer("rerank_from", 32, "transformer: samples per caption CLIP "
                                        "picks the best of")
     seed = flags.DEFINE_integer("seed", 0, "transformer: sampling seed")
@@ -83,7 +97,8 @@ def main(argv: list[str]) -> None:
     try:
         family = checkpoint.load_config(workdir.value).model.family
         if family == "dvae":
-            print(json.dumps(evaluate_dvae(workdir.value, split.value, num_batches.value)))
+            print(json.dumps(evaluate_dvae(workdir.value, split.value, num_batches.value,
+                                           num_captions.value)))
         elif family == "dalle":
             print(json.dumps(evaluate_dalle(
                 workdir.value, split.value, num_batches.value, clip_workdir=clip_workdir.value,

@@ -1,6 +1,8 @@
 """The caption checker: parses every caption template, passes real scenes, fails wrong captions."""
 
 import dataclasses
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,10 +12,17 @@ from dalle_jax.evaluation import caption_parser, judge, shape_classifier, shapes
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
+def classifier_path(tmp_path_factory):
+    """Where the module's classifier is saved (trained once; the evaluations read it back)."""
     path = str(tmp_path_factory.mktemp("judge") / "classifier.npz")
-    params = shape_classifier.load_or_train(path)
-    again = shape_classifier.load_or_train(path)  # read back from the file
+    shape_classifier.load_or_train(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier(classifier_path):
+    params = shape_classifier.load_or_train(classifier_path)
+    again = shape_classifier.load_or_train(classifier_path)  # read back from the file
     for k in params:
         np.testing.assert_array_equal(params[k], again[k])
     return params
@@ -65,17 +74,49 @@ def test_real_scenes_pass_and_wrong_captions_fail(classifier):
     assert wrong_place and not any(wrong_place)
 
 
-def test_evaluate_a_tiny_transformer_with_and_without_rerank(tiny_dalle, tiny_clip, tmp_path):
+def test_evaluate_a_tiny_transformer_with_and_without_rerank(tiny_dalle, tiny_clip, classifier_path):
     from dalle_jax.generation.generator import Generator
     from dalle_jax.generation.rerank import Reranker
 
     gen = Generator.load(tiny_dalle)
     record = shapes_eval.evaluate(gen, split="validation", num_captions=3,
                                   ranker=Reranker.load(tiny_clip), rerank_from=2,
-                                  classifier_path=str(tmp_path / "c.npz"), loss_batches=1)
+                                  classifier_path=classifier_path, loss_batches=1)
     for key in ("without_rerank", "with_rerank", "reconstructions"):
         shares = record[key]
         assert shares["count"] == 3
         assert all(shares[k] is None or 0 <= shares[k] <= 1 for k in shapes_eval.CHECKS)
     assert record["with_rerank"]["rerank_from"] == 2
     assert record["loss"]["bits_per_image_token"] > 0
+
+
+class _IdentityCodec:
+    """Stands in for a perfect tokenizer: decode(encode(x)) = x."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def encode(self, images):
+        return images
+
+    def decode(self, images):
+        return images.astype(np.float32) / 255.0
+
+
+def test_dvae_reconstructions_are_judged_against_their_captions(tiny_dvae, classifier_path):
+    from dalle_jax.evaluate import evaluate_dvae
+    from dalle_jax.training import checkpoint
+
+    _, workdir = tiny_dvae
+    config = checkpoint.load_config(workdir)
+    perfect = shapes_eval.judge_reconstructions(_IdentityCodec(config), "validation", 16,
+                                                classifier_path)
+    assert perfect["count"] == 16 and perfect["all"] >= 0.8, perfect
+    saved = shapes_eval.default_classifier_path(workdir)  # the classifier evaluate reads
+    os.makedirs(os.path.dirname(saved), exist_ok=True)
+    shutil.copy(classifier_path, saved)
+    record = evaluate_dvae(workdir, "validation", 1, num_judged=4)
+    assert record["checker"]["count"] == 4
+    assert all(record["checker"][k] is None or 0 <= record["checker"][k] <= 1
+               for k in shapes_eval.CHECKS)
+    assert "checker" not in evaluate_dvae(workdir, "validation", 1)

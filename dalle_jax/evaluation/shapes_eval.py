@@ -100,6 +100,31 @@ def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: in
     return record
 
 
+def judge_reconstructions(codec, split: str, count: int, classifier_path: str | None = None) -> dict:
+    """Checker pass shares of a stage-1 model's reconstructions of a `shapes` split's first
+    `count` scenes (encoded and decoded once): the ceiling any transformer on these codes meets."""
+    from PIL import Image
+
+    from dalle_jax.data.imaging import resize_center_crop
+
+    data = codec.config.data
+    source = pipeline.open_split(data, split)
+    classifier = shape_classifier.load_or_train(classifier_path)
+    n = min(count, len(source))
+    if n == 0:
+        raise ValueError(f"split {split!r} has no scene to judge")
+    examples = [source[i] for i in range(n)]
+    images = np.stack([resize_center_crop(Image.fromarray(np.asarray(e[data.image_key])),
+                                          data.resolution) for e in examples])
+    decoded = (np.clip(codec.decode(codec.encode(images)), 0, 1) * 255).round().astype(np.uint8)
+    judgements = []
+    for image, e in zip(decoded, examples):
+        caption = e[data.caption_key]
+        caption = (caption.decode() if isinstance(caption, bytes) else str(caption)).split("\n")[0]
+        judgements.append(judge.judge(image, caption_parser.parse(caption), classifier))
+    return _shares(judgements)
+
+
 def default_classifier_path(workdir: str) -> str:
     """Where a workdir's evaluation keeps the shape classifier."""
     return os.path.join(workdir, "eval", "shape_classifier.npz")

@@ -29,7 +29,7 @@ def main():
     results = {}
     fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 3.8))
     for wd in args.workdirs:
-        ev = evaluate_dvae(wd, "validation", None)
+        ev = evaluate_dvae(wd, "validation", None, num_judged=64)
         name = ev["quantizer"]
         results[name] = ev
         train = read_metrics(wd, "train")
