@@ -57,6 +57,9 @@ def _base() -> ml_collections.ConfigDict:
         start_beta=0.0,
         end_beta=6.6,
         anneal_steps=5_000,
+        # Beyond the paper: weight of KL(batch-mean posterior ‖ uniform) (same per-value scale),
+        # which asks for even codebook use without flattening each position's posterior.
+        marginal_beta=0.0,
     ))
     c.vq = ml_collections.ConfigDict(dict(
         # Weight of ‖z − sg(e)‖² in the loss.

@@ -11,7 +11,8 @@ from flax import nnx
 from dalle_jax.models import pixels
 from dalle_jax.models.dvae import Encoder, ResBlock
 from dalle_jax.models.image_tokenizer import ImageTokenizer
-from dalle_jax.models.quantizers import (ema_update, gumbel_softmax, kl_to_uniform, nearest_codes,
+from dalle_jax.models.quantizers import (ema_update, gumbel_softmax, kl_to_uniform,
+                                         marginal_kl_to_uniform, nearest_codes,
                                          straight_through)
 from dalle_jax.training.schedules import cosine
 
@@ -98,6 +99,19 @@ def test_gumbel_softmax_cold_is_one_hot_and_hard_passes_soft_gradient():
 def test_kl_to_uniform():
     assert abs(float(kl_to_uniform(jnp.zeros(16)))) < 1e-6
     assert abs(float(kl_to_uniform(jnp.array([100.0] + [0.0] * 15))) - math.log(16)) < 1e-4
+
+
+def test_marginal_kl_sees_codebook_use_not_sharpness():
+    sharp = jnp.eye(16)[None] * 100.0  # 16 positions, each sure of a different code
+    assert abs(float(marginal_kl_to_uniform(sharp))) < 1e-5
+    assert abs(float(jnp.mean(kl_to_uniform(sharp))) - math.log(16)) < 1e-4
+    same = jnp.tile(sharp[:, :1], (2, 16, 1))  # every position sure of code 0
+    assert abs(float(marginal_kl_to_uniform(same)) - math.log(16)) < 1e-4
+    logits = jax.random.normal(jax.random.key(0), (4, 3, 3, 16)) * 3
+    q = jax.nn.softmax(logits).reshape(-1, 16).mean(0)
+    expected = float(jnp.sum(q * jnp.log(q * 16)))
+    assert abs(float(marginal_kl_to_uniform(logits)) - expected) < 1e-5
+    assert float(marginal_kl_to_uniform(logits)) <= float(jnp.mean(kl_to_uniform(logits)))
 
 
 def test_nearest_codes_and_straight_through():

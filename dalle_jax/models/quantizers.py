@@ -45,6 +45,16 @@ def kl_to_uniform(logits: jax.Array) -> jax.Array:
     return jnp.sum(jnp.exp(logq) * logq, axis=-1) + math.log(logits.shape[-1])
 
 
+def marginal_kl_to_uniform(logits: jax.Array) -> jax.Array:
+    """KL(q̄ ‖ uniform) in nats, q̄ the mean of softmax(logits) over every leading axis.
+
+    The per-position KL of the ELBO splits into the information the codes carry about the image
+    plus this term (Hoffman & Johnson 2016); this one alone says how unevenly the codebook is used.
+    """
+    q = jnp.mean(jax.nn.softmax(logits, axis=-1).reshape(-1, logits.shape[-1]), axis=0)
+    return jnp.sum(q * jnp.log(jnp.maximum(q, 1e-30))) + math.log(logits.shape[-1])
+
+
 # ---- vq --------------------------------------------------------------------------------------
 
 class CodebookVar(nnx.Variable):

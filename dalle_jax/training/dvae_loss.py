@@ -1,7 +1,9 @@
 """The stage-1 objective: the paper's ELBO (gumbel) or the VQ-VAE loss, per pixel value.
 
 Gumbel: loss = E_batch[ −ln p(x | z) + β·KL(q(z | x) ‖ uniform) ] / (H·W·C), the reconstruction term
-a logit-Laplace likelihood of the mapped pixels and z a gumbel-softmax sample at temperature τ.
+a logit-Laplace likelihood of the mapped pixels and z a gumbel-softmax sample at temperature τ;
+optionally (beyond the paper) + β_m·g²·KL(q̄ ‖ uniform) / (H·W·C), q̄ the batch's mean posterior,
+which pushes towards an even codebook use without flattening each position's posterior.
 VQ: loss = E_batch[ −ln p(x | e(z)) ] / (H·W·C) + commitment · ‖z − sg(e)‖²; the codebook moves by
 EMA outside the gradient (`quantizers.ema_update`), fed by the aux outputs returned here.
 """
@@ -15,7 +17,8 @@ import jax.numpy as jnp
 
 from dalle_jax.models import pixels
 from dalle_jax.models.image_tokenizer import ImageTokenizer
-from dalle_jax.models.quantizers import gumbel_softmax, kl_to_uniform, quantisation_errors
+from dalle_jax.models.quantizers import (gumbel_softmax, kl_to_uniform, marginal_kl_to_uniform,
+                                         quantisation_errors)
 
 
 def code_stats(codes: jax.Array, vocab_size: int) -> dict[str, jax.Array]:
@@ -43,10 +46,12 @@ def bits_per_dim(nll_nats_per_dim: jax.Array, eps: float = pixels.EPS) -> jax.Ar
 def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
               temperature: jax.Array, beta: jax.Array, straight_through: bool = False,
               noise_scale: jax.Array | float = 1.0, commitment: float = 0.25,
-              likelihood: str = "logit_laplace", sigma: float = 0.1) -> tuple[jax.Array, dict]:
+              likelihood: str = "logit_laplace", sigma: float = 0.1,
+              marginal_beta: jax.Array | float = 0.0) -> tuple[jax.Array, dict]:
     """(loss, aux): aux holds per-dim ELBO terms, MSE, code stats and, for VQ, z and codes.
 
-    `likelihood` is the paper's 'logit_laplace' or a fixed-σ 'gaussian' (`pixels.nll`).
+    `likelihood` is the paper's 'logit_laplace' or a fixed-σ 'gaussian' (`pixels.nll`);
+    `marginal_beta` weighs the gumbel encoder's batch-marginal KL to the uniform prior.
     """
     x = pixels.to_unit(images_uint8)
     x_mapped = pixels.map_pixels(x)
@@ -59,16 +64,19 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
         kl = jnp.mean(jnp.sum(kl_to_uniform(enc), axis=(1, 2))) / dims
         codes = jnp.argmax(enc, axis=-1)
         aux["kl"] = kl
+        marginal = math.prod(enc.shape[1:3]) * marginal_kl_to_uniform(enc) / dims
+        aux["marginal_kl"] = marginal
+        kl_term = beta * kl + marginal_beta * marginal
     else:
         codes, z_q = model.codebook(enc)
         stats = model.decoder(z_q)
-        kl = jnp.zeros(())
+        kl = kl_term = jnp.zeros(())
         errors = quantisation_errors(enc, z_q)
         aux["commitment"] = jnp.mean(errors)
         aux["errors"] = jax.lax.stop_gradient(errors).reshape(-1)
         aux["z"], aux["codes"] = enc.reshape(-1, enc.shape[-1]), codes.reshape(-1)
     nll = jnp.mean(jnp.sum(pixels.nll(x_mapped, stats, likelihood, sigma), axis=(1, 2, 3))) / dims
-    loss = nll + beta * kl + (commitment * aux["commitment"] if "commitment" in aux else 0.0)
+    loss = nll + kl_term + (commitment * aux["commitment"] if "commitment" in aux else 0.0)
     recon = pixels.reconstruction(pixels.split_stats(stats)[0])
     aux.update(
         nll=nll,

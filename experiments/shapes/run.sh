@@ -2,7 +2,9 @@
 # The `shapes` experiment: the three models trained one after another on a 2-core CPU, then every
 # sample judged against its caption (python -m dalle_jax.evaluate) on seen and held-out
 # compositions, with and without CLIP reranking. Step counts fit the 90-minute budget; override
-# them with DVAE_STEPS, DALLE_STEPS, CLIP_STEPS.
+# them with DVAE_STEPS (default: the preset's 18,000), DALLE_STEPS, CLIP_STEPS. DVAE_FROM=DIR
+# starts from a finished stage-1 workdir (experiments/dvae_shapes trains the same one) instead of
+# training it again.
 #
 #   PYTHON=/work/venv/bin/python bash experiments/shapes/run.sh
 #
@@ -17,7 +19,7 @@ PY=${PYTHON:-python}
 DATA=${DATA:-data}
 W=${WORKDIRS:-workdirs/shapes}
 HERE=experiments/shapes
-DVAE_STEPS=${DVAE_STEPS:-1200}
+DVAE_STEPS=${DVAE_STEPS:+--config.train.num_steps=$DVAE_STEPS --config.optimizer.decay_steps=$DVAE_STEPS}
 DALLE_STEPS=${DALLE_STEPS:-3000}
 CLIP_STEPS=${CLIP_STEPS:-1000}
 CAPTIONS=${CAPTIONS:-100}
@@ -28,10 +30,10 @@ marks=()
 
 $PY -m dalle_jax.data prepare --dataset=shapes --data_dir="$DATA" > "$W/prepare.json"
 marks+=("$(stamp prepared)")
+if [ -n "${DVAE_FROM:-}" ] && [ ! -d "$W/dvae" ]; then cp -r "$DVAE_FROM" "$W/dvae"; fi
+# shellcheck disable=SC2086
 $PY -m dalle_jax.train --config=configs/dvae.py:shapes --workdir="$W/dvae" \
-  --config.data.data_dir="$DATA" --config.model.quantizer=vq \
-  --config.optimizer.learning_rate=1e-3 --config.train.num_steps="$DVAE_STEPS" \
-  --config.optimizer.decay_steps="$DVAE_STEPS" > "$W/dvae.log" 2>&1
+  --config.data.data_dir="$DATA" --config.model.quantizer=vq $DVAE_STEPS > "$W/dvae.log" 2>&1
 marks+=("$(stamp dvae)")
 $PY -m dalle_jax.data encode --dvae_workdir="$W/dvae" --dataset=shapes --data_dir="$DATA" \
   --out_data_dir="$W/codes" > "$W/codes.json"
