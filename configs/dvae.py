@@ -60,6 +60,8 @@ def _base() -> ml_collections.ConfigDict:
         # Beyond the paper: weight of KL(batch-mean posterior ‖ uniform) (same per-value scale),
         # which asks for even codebook use without flattening each position's posterior.
         marginal_beta=0.0,
+        # Its posteriors are softmax(logits / marginal_temperature): below 1 it follows argmax use.
+        marginal_temperature=1.0,
     ))
     c.vq = ml_collections.ConfigDict(dict(
         # Weight of ‖z − sg(e)‖² in the loss.

@@ -112,6 +112,22 @@ def test_marginal_kl_sees_codebook_use_not_sharpness():
     expected = float(jnp.sum(q * jnp.log(q * 16)))
     assert abs(float(marginal_kl_to_uniform(logits)) - expected) < 1e-5
     assert float(marginal_kl_to_uniform(logits)) <= float(jnp.mean(kl_to_uniform(logits)))
+    counts = np.bincount(np.asarray(jnp.argmax(logits, -1)).ravel(), minlength=16) / 36
+    hard = float(np.sum(counts[counts > 0] * np.log(counts[counts > 0] * 16)))
+    assert abs(float(marginal_kl_to_uniform(logits / 1e-3)) - hard) < 1e-3  # cold: argmax use
+
+
+def test_marginal_term_enters_the_gumbel_loss_at_its_weight_and_temperature():
+    from dalle_jax.training.dvae_loss import dvae_loss
+    model = ImageTokenizer(vocab_size=32, n_hid=8, n_blk_per_group=1, n_init=8, rngs=nnx.Rngs(0))
+    images = jax.random.randint(jax.random.key(1), (2, 16, 16, 3), 0, 256).astype(jnp.uint8)
+    kw = dict(temperature=1.0, beta=1.0, marginal_temperature=0.5)
+    base, aux = dvae_loss(model, images, jax.random.key(2), marginal_beta=0.0, **kw)
+    loss, _ = dvae_loss(model, images, jax.random.key(2), marginal_beta=2.5, **kw)
+    enc = model.encoder(pixels.map_pixels(pixels.to_unit(images)))
+    expected = 4 * float(marginal_kl_to_uniform(enc / 0.5)) / (16 * 16 * 3)
+    assert abs(float(aux["marginal_kl"]) - expected) < 1e-6
+    assert abs(float(loss - base) - 2.5 * expected) < 1e-5
 
 
 def test_nearest_codes_and_straight_through():

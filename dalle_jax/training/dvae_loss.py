@@ -47,11 +47,13 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
               temperature: jax.Array, beta: jax.Array, straight_through: bool = False,
               noise_scale: jax.Array | float = 1.0, commitment: float = 0.25,
               likelihood: str = "logit_laplace", sigma: float = 0.1,
-              marginal_beta: jax.Array | float = 0.0) -> tuple[jax.Array, dict]:
+              marginal_beta: jax.Array | float = 0.0,
+              marginal_temperature: float = 1.0) -> tuple[jax.Array, dict]:
     """(loss, aux): aux holds per-dim ELBO terms, MSE, code stats and, for VQ, z and codes.
 
     `likelihood` is the paper's 'logit_laplace' or a fixed-σ 'gaussian' (`pixels.nll`);
-    `marginal_beta` weighs the gumbel encoder's batch-marginal KL to the uniform prior.
+    `marginal_beta` weighs the gumbel encoder's batch-marginal KL to the uniform prior, the
+    posteriors sharpened to softmax(logits / `marginal_temperature`) so that it follows argmax use.
     """
     x = pixels.to_unit(images_uint8)
     x_mapped = pixels.map_pixels(x)
@@ -64,7 +66,7 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
         kl = jnp.mean(jnp.sum(kl_to_uniform(enc), axis=(1, 2))) / dims
         codes = jnp.argmax(enc, axis=-1)
         aux["kl"] = kl
-        marginal = math.prod(enc.shape[1:3]) * marginal_kl_to_uniform(enc) / dims
+        marginal = math.prod(enc.shape[1:3]) * marginal_kl_to_uniform(enc / marginal_temperature) / dims
         aux["marginal_kl"] = marginal
         kl_term = beta * kl + marginal_beta * marginal
     else:

@@ -55,7 +55,8 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
                              noise_scale=noise_scale,
                              commitment=config.vq.commitment,
                              likelihood=likelihood, sigma=sigma,
-                             marginal_beta=config.kl.marginal_beta)
+                             marginal_beta=config.kl.marginal_beta,
+                             marginal_temperature=config.kl.marginal_temperature)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         metrics = {k: v for k, v in aux.items() if k not in ("z", "codes", "errors")}
