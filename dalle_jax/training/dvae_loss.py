@@ -66,7 +66,8 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
         kl = jnp.mean(jnp.sum(kl_to_uniform(enc), axis=(1, 2))) / dims
         codes = jnp.argmax(enc, axis=-1)
         aux["kl"] = kl
-        marginal = math.prod(enc.shape[1:3]) * marginal_kl_to_uniform(enc / marginal_temperature) / dims
+        positions = math.prod(enc.shape[1:3])
+        marginal = positions * marginal_kl_to_uniform(enc / marginal_temperature) / dims
         aux["marginal_kl"] = marginal
         kl_term = beta * kl + marginal_beta * marginal
     else:
