@@ -39,7 +39,7 @@ def _shared_data(c, resolution: int, num_train: int, batches: tuple[int, int, in
 def _default(c):
     c.dvae.model.update(vocab_size=256, n_hid=32, n_blk_per_group=1, n_init=64, embed_dim=32,
                         quantizer="vq")
-    c.dvae.optimizer.update(learning_rate=1e-3, decay_steps=400)
+    c.dvae.optimizer.update(learning_rate=1e-3, decay_steps=400, grad_clip_norm=0.0)
     c.dvae.train.update(num_steps=400, eval_every=400, eval_batches=4, image_every=400,
                         checkpoint_every=200, log_every=25)
     text_len, text_vocab = 24, 1024
