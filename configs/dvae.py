@@ -1,7 +1,8 @@
 """Stage 1: the discrete VAE (paper) or a VQ-VAE, trained on images.
 
   python -m dalle_jax.train --config=configs/dvae.py:shapes --workdir=workdirs/dvae_shapes
-  python -m dalle_jax.train --config=configs/dvae.py:shapes --config.model.quantizer=vq --workdir=…
+  python -m dalle_jax.train --config=configs/dvae.py:shapes --config.model.quantizer=vq \
+      --config.optimizer.learning_rate=2e-3 --config.optimizer.grad_clip_norm=0 --workdir=…
 
 Presets: `tiny` (tests: 32 px, a few steps), `shapes` (64 px `shapes`, a 2-core CPU experiment
 of about half an hour), `paper` (256 px → 32×32 codes from 8192, the published recipe).

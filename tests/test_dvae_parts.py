@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -128,6 +129,15 @@ def test_marginal_term_enters_the_gumbel_loss_at_its_weight_and_temperature():
     expected = 4 * float(marginal_kl_to_uniform(enc / 0.5)) / (16 * 16 * 3)
     assert abs(float(aux["marginal_kl"]) - expected) < 1e-6
     assert abs(float(loss - base) - 2.5 * expected) < 1e-5
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def extra(p):  # the term's own gradient reaches the encoder
+        m = nnx.merge(graphdef, p, rest)
+        with_term = dvae_loss(m, images, jax.random.key(2), marginal_beta=2.5, **kw)[0]
+        return with_term - dvae_loss(m, images, jax.random.key(2), marginal_beta=0.0, **kw)[0]
+
+    grads = jax.grad(extra)(params)
+    assert float(optax.global_norm(grads["encoder"])) > 0
 
 
 def test_nearest_codes_and_straight_through():

@@ -81,7 +81,9 @@ def test_resume_continues_the_same_curve(tmp_path, data_dir):
 
 @pytest.mark.parametrize("quantizer", ["gumbel", "vq"])
 def test_sharded_step_equals_single_device(quantizer):
-    config = load("dvae", "tiny", **{"model.quantizer": quantizer})
+    # The batch-marginal KL is on: its mean must span the global batch, not each shard.
+    config = load("dvae", "tiny", **{"model.quantizer": quantizer, "kl.marginal_beta": 6.6,
+                                     "kl.marginal_temperature": 0.25})
     images = jnp.asarray(_fixed_batch(seed=1))
     results = {}
     for name, axes in {"single": {"data": 1}, "sharded": {"data": 2, "fsdp": 4}}.items():
@@ -93,6 +95,11 @@ def test_sharded_step_equals_single_device(quantizer):
         results[name] = (jax.device_get(state), jax.device_get(metrics), state, spec)
     (s1, m1, _, _), (s8, m8, live, spec) = results["single"], results["sharded"]
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+    if quantizer == "gumbel":
+        assert m1["marginal_kl"] > 0  # and the step put it into the loss at its weight
+        np.testing.assert_allclose(m1["loss"], m1["nll"] + m1["beta"] * m1["kl"]
+                                   + 6.6 * m1["marginal_kl"], rtol=1e-5)
+        np.testing.assert_allclose(m8["marginal_kl"], m1["marginal_kl"], rtol=1e-5)
     # Adam divides by √v: a summation-order difference in a tiny gradient can move an update by
     # ~1e-5 of the lr; parameters (≈0.1) agree far inside that.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), s8, s1)
@@ -105,6 +112,12 @@ def test_sharded_step_equals_single_device(quantizer):
     mu = live["opt_state"][0].mu["encoder"]["input"]["w"] if hasattr(live["opt_state"][0], "mu") else None
     if mu is not None:
         assert mu.sharding.spec == enc["input"]["w"].sharding.spec
+
+
+def test_marginal_temperature_must_be_positive():
+    config = load("dvae", "tiny", **{"kl.marginal_temperature": 0.0})
+    with pytest.raises(ValueError, match="kl.marginal_temperature must be positive, got 0.0"):
+        dvae_steps.make_train_step(None, config, {})
 
 
 def test_nonfinite_loss_stops_with_the_step(tmp_path, data_dir):

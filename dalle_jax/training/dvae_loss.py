@@ -3,7 +3,8 @@
 Gumbel: loss = E_batch[ −ln p(x | z) + β·KL(q(z | x) ‖ uniform) ] / (H·W·C), the reconstruction term
 a logit-Laplace likelihood of the mapped pixels and z a gumbel-softmax sample at temperature τ;
 optionally (beyond the paper) + β_m·g²·KL(q̄ ‖ uniform) / (H·W·C), q̄ the batch's mean posterior,
-which pushes towards an even codebook use without flattening each position's posterior.
+q̄ sharpened to the mean of softmax(logits / τ_m), which pushes towards an even codebook use
+without flattening each position's posterior.
 VQ: loss = E_batch[ −ln p(x | e(z)) ] / (H·W·C) + commitment · ‖z − sg(e)‖²; the codebook moves by
 EMA outside the gradient (`quantizers.ema_update`), fed by the aux outputs returned here.
 """
@@ -69,7 +70,7 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
         positions = math.prod(enc.shape[1:3])
         marginal = positions * marginal_kl_to_uniform(enc / marginal_temperature) / dims
         aux["marginal_kl"] = marginal
-        kl_term = beta * kl + marginal_beta * marginal
+        kl_term = beta * kl + (marginal_beta * marginal if marginal_beta else 0.0)
     else:
         codes, z_q = model.codebook(enc)
         stats = model.decoder(z_q)

@@ -39,6 +39,9 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
     base_key = jax.random.key(config.train.seed)
     vq = config.model.quantizer == "vq"
     likelihood, sigma = likelihood_of(config.model)
+    if not config.kl.get("marginal_temperature", 1.0) > 0:
+        raise ValueError(f"kl.marginal_temperature must be positive, "
+                         f"got {config.kl.marginal_temperature}")
     if vq and config.vq.restart_from not in ("random", "error"):
         raise ValueError(f"vq.restart_from={config.vq.restart_from!r}; choose 'random' or 'error'")
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Trains configs/dvae.py:shapes twice on the same prepared `shapes` data, once with the paper's
-# gumbel relaxation and once with a VQ-VAE codebook, one after the other (each about half an hour
+# Trains configs/dvae.py:shapes twice on the same prepared `shapes` data, once with its gumbel
+# relaxation (the paper's, plus the batch-marginal KL) and once with a VQ-VAE codebook, one after the other (each about half an hour
 # alone on a 2-core CPU), then evaluates both and plots the curves.
 #
 #   bash experiments/dvae_shapes/run.sh

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The `shapes` experiment: the three models trained one after another on a 2-core CPU, then every
 # sample judged against its caption (python -m dalle_jax.evaluate) on seen and held-out
-# compositions, with and without CLIP reranking. Step counts fit the 90-minute budget; override
-# them with DVAE_STEPS (default: the preset's 18,000), DALLE_STEPS, CLIP_STEPS. DVAE_FROM=DIR
-# starts from a finished stage-1 workdir (experiments/dvae_shapes trains the same one) instead of
-# training it again.
+# compositions, with and without CLIP reranking. Override the step counts with DVAE_STEPS
+# (default: the preset's 18,000, about 25 minutes), DALLE_STEPS, CLIP_STEPS. DVAE_FROM=DIR copies
+# a finished stage-1 workdir (experiments/dvae_shapes/run.sh trains the same VQ one) to
+# $WORKDIRS/dvae when that does not exist yet, instead of training it again: with it and
+# CLIP_STEPS=600 the rest fits the 90-minute budget beside that run's 25 minutes.
 #
 #   PYTHON=/work/venv/bin/python bash experiments/shapes/run.sh
 #
