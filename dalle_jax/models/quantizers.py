@@ -52,7 +52,7 @@ def marginal_kl_to_uniform(logits: jax.Array) -> jax.Array:
     plus this term (Hoffman & Johnson 2016); this one alone says how unevenly the codebook is used.
     """
     q = jnp.mean(jax.nn.softmax(logits, axis=-1).reshape(-1, logits.shape[-1]), axis=0)
-    return jnp.sum(q * jnp.log(jnp.maximum(q, 1e-30))) + math.log(logits.shape[-1])
+    return kl_to_uniform(jnp.log(jnp.maximum(q, 1e-30)))  # softmax(ln q̄) = q̄
 
 
 # ---- vq --------------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 Gumbel: loss = E_batch[ −ln p(x | z) + β·KL(q(z | x) ‖ uniform) ] / (H·W·C), the reconstruction term
 a logit-Laplace likelihood of the mapped pixels and z a gumbel-softmax sample at temperature τ;
-optionally (beyond the paper) + β_m·g²·KL(q̄ ‖ uniform) / (H·W·C), q̄ the batch's mean posterior,
-q̄ sharpened to the mean of softmax(logits / τ_m), which pushes towards an even codebook use
-without flattening each position's posterior.
+optionally (beyond the paper) + β_m·g²·KL(q̄ ‖ uniform) / (H·W·C), q̄ the batch's mean of the
+posteriors sharpened to softmax(logits / τ_m), which pushes towards an even codebook use without
+flattening each position's posterior.
 VQ: loss = E_batch[ −ln p(x | e(z)) ] / (H·W·C) + commitment · ‖z − sg(e)‖²; the codebook moves by
 EMA outside the gradient (`quantizers.ema_update`), fed by the aux outputs returned here.
 """
