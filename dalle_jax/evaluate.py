@@ -8,7 +8,8 @@ model trained on `shapes`, also `checker`: the share of `--num_captions` reconst
 whose colour, shape and position still match their caption (0 skips it).
 
   python -m dalle_jax.evaluate --workdir=workdirs/dalle_small --split=heldout \
-      [--clip_workdir=workdirs/clip_small --rerank_from=32] [--num_captions=64]
+      [--clip_workdir=workdirs/clip_small --rerank_from=32] [--num_captions=64] \
+      [--temperature=1 --top_k=0 --top_p=1 --guidance=1 --seed=0]
 
 For a transformer trained on `shapes`: samples for the split's captions, judged by a checker that
 does not use the model (colour from pixels, shape from a classifier trained on rendered shapes,
@@ -60,19 +61,23 @@ def evaluate_dvae(workdir: str, split: str | None, num_batches: int | None,
 
 def evaluate_dalle(workdir: str, split: str | None, num_batches: int | None, *,
                    clip_workdir: str | None, num_captions: int, rerank_from: int, seed: int,
-                   temperature: float, top_k: int) -> dict:
-    """Caption-match shares and loss of a stage-2 workdir trained on `shapes`."""
+                   temperature: float, top_k: int, top_p: float = 1.0,
+                   guidance: float = 1.0) -> dict:
+    """Caption-match shares and loss of a stage-2 workdir trained on `shapes`, its samples drawn
+    with these settings (`guidance` ≠ 1 needs a transformer trained with caption dropout)."""
     from dalle_jax.evaluation import shapes_eval
     from dalle_jax.generation.generator import Generator
     from dalle_jax.generation.rerank import Reranker
     from dalle_jax.generation.sampling import Settings
 
     gen = Generator.load(workdir)
+    settings = Settings(temperature=temperature, top_k=top_k, top_p=top_p,
+                        guidance=guidance).check(gen.model.image_vocab)
     split = split or gen.config.data.eval_split
     ranker = Reranker.load(clip_workdir) if clip_workdir else None
     record = shapes_eval.evaluate(
         gen, split=split, num_captions=num_captions, ranker=ranker, rerank_from=rerank_from,
-        seed=seed, settings=Settings(temperature=temperature, top_k=top_k),
+        seed=seed, settings=settings,
         classifier_path=shapes_eval.default_classifier_path(workdir), loss_batches=num_batches)
     return {"workdir": workdir, "step": gen.step, "clip_workdir": clip_workdir, **record}
 
@@ -90,6 +95,10 @@ def main(argv: list[str]) -> None:
     seed = flags.DEFINE_integer("seed", 0, "transformer: sampling seed")
     temperature = flags.DEFINE_float("temperature", 1.0, "transformer: sampling temperature")
     top_k = flags.DEFINE_integer("top_k", 0, "transformer: sample among the k likeliest (0: all)")
+    top_p = flags.DEFINE_float("top_p", 1.0, "transformer: sample from the smallest set of codes "
+                               "holding this much probability (1: all)")
+    guidance = flags.DEFINE_float("guidance", 1.0, "transformer: classifier-free guidance scale "
+                                  "(1: none; needs training with text.caption_dropout)")
     flags.mark_flags_as_required(["workdir"])
     parse_flags("python -m dalle_jax.evaluate", argv)
     from dalle_jax.training import checkpoint
@@ -103,7 +112,8 @@ def main(argv: list[str]) -> None:
             print(json.dumps(evaluate_dalle(
                 workdir.value, split.value, num_batches.value, clip_workdir=clip_workdir.value,
                 num_captions=num_captions.value, rerank_from=rerank_from.value, seed=seed.value,
-                temperature=temperature.value, top_k=top_k.value)))
+                temperature=temperature.value, top_k=top_k.value, top_p=top_p.value,
+                guidance=guidance.value)))
         else:
             fail(f"evaluation of model.family={family!r} is not available")
     except (ValueError, FileNotFoundError, KeyError) as e:
