@@ -2,7 +2,7 @@
 # The `shapes` experiment: the three models trained one after another on a 2-core CPU, then every
 # sample judged against its caption (python -m dalle_jax.evaluate) on seen and held-out
 # compositions, with and without CLIP reranking. Override the step counts with DVAE_STEPS
-# (default: the preset's 18,000, about 25 minutes), DALLE_STEPS, CLIP_STEPS. DVAE_FROM=DIR copies
+# (default 18,000, the VQ run of experiments/dvae_shapes: about 25 minutes), DALLE_STEPS, CLIP_STEPS. DVAE_FROM=DIR copies
 # a finished stage-1 workdir (experiments/dvae_shapes/run.sh trains the same VQ one) to
 # $WORKDIRS/dvae when that does not exist yet, instead of training it again: with it and
 # CLIP_STEPS=600 the rest fits the 90-minute budget beside that run's 25 minutes.
@@ -20,7 +20,8 @@ PY=${PYTHON:-python}
 DATA=${DATA:-data}
 W=${WORKDIRS:-workdirs/shapes}
 HERE=experiments/shapes
-DVAE_STEPS=${DVAE_STEPS:+--config.train.num_steps=$DVAE_STEPS --config.optimizer.decay_steps=$DVAE_STEPS}
+DVAE_STEPS=${DVAE_STEPS:-18000}
+DVAE_STEPS="--config.train.num_steps=$DVAE_STEPS --config.optimizer.decay_steps=$DVAE_STEPS"
 DALLE_STEPS=${DALLE_STEPS:-3000}
 CLIP_STEPS=${CLIP_STEPS:-1000}
 CAPTIONS=${CAPTIONS:-100}
