@@ -92,9 +92,8 @@ def test_evaluate_a_tiny_transformer_with_and_without_rerank(tiny_dalle, tiny_cl
 
 def test_evaluate_draws_with_the_settings_it_is_given(tiny_dalle, classifier_path, monkeypatch):
     from dalle_jax.evaluate import evaluate_dalle
-    from dalle_jax.evaluation import shapes_eval as se
 
-    monkeypatch.setattr(se, "default_classifier_path", lambda workdir: classifier_path)
+    monkeypatch.setattr(shapes_eval, "default_classifier_path", lambda workdir: classifier_path)
     record = evaluate_dalle(tiny_dalle, "validation", 1, clip_workdir=None, num_captions=2,
                             rerank_from=2, seed=0, temperature=0.8, top_k=5, top_p=0.9,
                             guidance=2.5)
