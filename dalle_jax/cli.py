@@ -1,4 +1,5 @@
-"""Command-line helpers shared by the entry points: one-line errors and config flag parsing."""
+"""Command-line helpers shared by the entry points: one-line errors, config flag parsing and the
+sampling flags of `sample` and `evaluate`."""
 
 from __future__ import annotations
 
@@ -30,3 +31,20 @@ def parse_flags(prog: str, argv: list[str]) -> None:
         fail(lines[-1] if "Traceback" in str(e) else " ".join(lines))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save chatter
+
+
+def define_sampling_flags(scope: str = "") -> None:
+    """Defines --temperature, --top_k, --top_p and --guidance (read back by `sampling_settings`);
+    `scope` prefixes their help, e.g. 'transformer: '."""
+    flags.DEFINE_float("temperature", 1.0, f"{scope}sampling temperature")
+    flags.DEFINE_integer("top_k", 0, f"{scope}sample among the k likeliest codes (0: all)")
+    flags.DEFINE_float("top_p", 1.0, f"{scope}sample within the smallest set of codes holding this "
+                       "much probability (1: all)")
+    flags.DEFINE_float("guidance", 1.0, f"{scope}classifier-free guidance scale (1: none; needs "
+                       "training with text.caption_dropout)")
+
+
+def sampling_settings() -> dict:
+    """The parsed sampling flags as keyword arguments of `generation.sampling.Settings`."""
+    f = flags.FLAGS
+    return dict(temperature=f.temperature, top_k=f.top_k, top_p=f.top_p, guidance=f.guidance)

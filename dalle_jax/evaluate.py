@@ -24,7 +24,7 @@ import sys
 
 from absl import flags
 
-from dalle_jax.cli import fail, parse_flags
+from dalle_jax.cli import define_sampling_flags, fail, parse_flags, sampling_settings
 
 
 def evaluate_dvae(workdir: str, split: str | None, num_batches: int | None,
@@ -93,12 +93,7 @@ def main(argv: list[str]) -> None:
     rerank_from = flags.DEFINE_integer("rerank_from", 32, "transformer: samples per caption CLIP "
                                        "picks the best of")
     seed = flags.DEFINE_integer("seed", 0, "transformer: sampling seed")
-    temperature = flags.DEFINE_float("temperature", 1.0, "transformer: sampling temperature")
-    top_k = flags.DEFINE_integer("top_k", 0, "transformer: sample among the k likeliest (0: all)")
-    top_p = flags.DEFINE_float("top_p", 1.0, "transformer: sample from the smallest set of codes "
-                               "holding this much probability (1: all)")
-    guidance = flags.DEFINE_float("guidance", 1.0, "transformer: classifier-free guidance scale "
-                                  "(1: none; needs training with text.caption_dropout)")
+    define_sampling_flags("transformer: ")
     flags.mark_flags_as_required(["workdir"])
     parse_flags("python -m dalle_jax.evaluate", argv)
     from dalle_jax.training import checkpoint
@@ -112,8 +107,7 @@ def main(argv: list[str]) -> None:
             print(json.dumps(evaluate_dalle(
                 workdir.value, split.value, num_batches.value, clip_workdir=clip_workdir.value,
                 num_captions=num_captions.value, rerank_from=rerank_from.value, seed=seed.value,
-                temperature=temperature.value, top_k=top_k.value, top_p=top_p.value,
-                guidance=guidance.value)))
+                **sampling_settings())))
         else:
             fail(f"evaluation of model.family={family!r} is not available")
     except (ValueError, FileNotFoundError, KeyError) as e:

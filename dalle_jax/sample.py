@@ -22,7 +22,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from dalle_jax.cli import fail, parse_flags
+from dalle_jax.cli import define_sampling_flags, fail, parse_flags, sampling_settings
 
 FLAGS = flags.FLAGS
 
@@ -36,10 +36,7 @@ def _define_flags():
     flags.DEFINE_string("prompts_file", None, "a file with one prompt per line")
     flags.DEFINE_integer("num_samples", 8, "samples per prompt")
     flags.DEFINE_integer("rerank", 0, "keep the best K samples per prompt by CLIP score (0: all)")
-    flags.DEFINE_float("temperature", 1.0, "softmax temperature")
-    flags.DEFINE_integer("top_k", 0, "sample among the k likeliest codes (0: all)")
-    flags.DEFINE_float("top_p", 1.0, "sample within the smallest set of this probability (1: all)")
-    flags.DEFINE_float("guidance", 1.0, "classifier-free guidance scale (1: none)")
+    define_sampling_flags()
     flags.DEFINE_string("complete", None, "an image whose first rows are kept (completion)")
     flags.DEFINE_integer("keep_rows", 0, "code rows of --complete to keep")
     flags.DEFINE_integer("seed", 0, "random seed")
@@ -146,7 +143,7 @@ def main(argv: list[str]) -> None:
         record = generate(
             workdir=f.workdir, prompts=read_prompts(f.prompt, f.prompts_file), out=f.out,
             num_samples=f.num_samples, rerank=f.rerank,
-            settings=Settings(f.temperature, f.top_k, f.top_p, f.guidance), seed=f.seed,
+            settings=Settings(**sampling_settings()), seed=f.seed,
             clip_workdir=f.clip_workdir, dvae_workdir=f.dvae_workdir, complete=f.complete,
             keep_rows=f.keep_rows, batch_size=f.batch_size)
     except (ValueError, FileNotFoundError) as e:
