@@ -57,6 +57,27 @@ def test_implementations_agree_forward_and_backward(impl, kind):
         np.testing.assert_allclose(g, gw, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["row", "conv"])
+def test_blocksparse_in_bfloat16_follows_float32(kind):
+    """bfloat16 inputs keep their dtype through the op and its gradients, within bf16 rounding."""
+    mask = stream_mask(kind, TEXT, GRID, KERNEL)
+    q, k, v = _qkv(seed=2)
+    w = jax.random.normal(jax.random.key(8), q.shape)
+
+    def loss(q, k, v):
+        out = attend(q, k, v, mask, impl="blocksparse", block_size=8)
+        return jnp.sum(w * out.astype(jnp.float32)), out
+
+    (_, low), low_grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(
+        *(x.astype(jnp.bfloat16) for x in (q, k, v)))
+    (_, full), full_grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+    assert low.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(low, np.float32), full, atol=0.05)
+    for g, g32 in zip(low_grads, full_grads):
+        assert g.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(g, np.float32), g32, atol=0.1)
+
+
 def test_band_plan_covers_the_mask_with_a_prefix_and_few_diagonals():
     mask = stream_mask("row", 64, 16)  # text 64, grid 16: L = 320
     plan = band_plan(mask, 32)

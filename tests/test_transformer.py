@@ -85,6 +85,14 @@ def test_remat_and_bfloat16():
     _, i16 = low(*batch)
     assert i16.dtype == jnp.float32
     np.testing.assert_allclose(i16, i32, atol=0.05)
+    # bfloat16 computation (mixed_matmul's gradients): float32 parameter gradients, the direction
+    # of the float32 model's.
+    g16 = nnx.grad(lambda m: jnp.mean(m(*batch)[1] ** 2))(low)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g16)):
+        assert b.dtype == jnp.float32
+        a, b = np.ravel(a), np.ravel(b)
+        if np.linalg.norm(a) > 1e-6:
+            assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.98
 
 
 def test_bad_settings_are_named():

@@ -1,8 +1,8 @@
 """`bench train`: transformer training throughput and the attention op alone, dense vs blocksparse.
 
 On random text ids and codes of the config's shapes and batch (no data, no dVAE): tokens/s and
-seconds per train step, the model FLOPs per step (`model_flops`) and their rate against a float32
-matmul peak measured in the same run, and the process's peak resident memory. Then one attention layer
+seconds per train step, the model FLOPs per step (`model_flops`) and their rate against a matmul
+peak measured in the same run in the model's dtype (`model.dtype`), and the process's peak resident memory. Then one attention layer
 (forward and backward, every pattern of the config's schedule) timed with `dense` and with the
 config's implementation, at the config's shapes or at `--attention_shape=TEXT_LEN,GRID`.
 """
@@ -20,7 +20,7 @@ from dalle_jax.benchmarks.model_flops import forward_flops, train_step_flops
 from dalle_jax.benchmarks.timing import matmul_peak, time_calls, time_train_steps
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import attend
-from dalle_jax.models.transformer import DalleTransformer
+from dalle_jax.models.transformer import DTYPES, DalleTransformer
 from dalle_jax.parallel.mesh import make_mesh
 from dalle_jax.training import dalle_optimizer, dalle_steps, train_state
 from dalle_jax.training.host_memory import release_freed_memory
@@ -80,7 +80,7 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
     dense_s = attention_op(m, "dense", batch=b, text_len=text_len, grid=grid, seconds=seconds)
     impl_s = (attention_op(m, m.attention, batch=b, text_len=text_len, grid=grid, seconds=seconds)
               if m.attention != "dense" else dense_s)
-    peak = matmul_peak()
+    peak = matmul_peak(dtype=DTYPES[m.dtype])  # the peak of the dtype the model computes in
     tokens = b * (m.text_len + m.grid ** 2)
     return {
         "benchmark": "train", "preset": config.get("preset"), "attention": m.attention,
@@ -90,6 +90,7 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
         "model_flops_per_step": flops,
         "forward_flops_by_part": forward_flops(m, b),
         "flops_per_s": flops / step_s, "matmul_peak_flops_per_s": peak,
+        "matmul_peak_dtype": m.dtype,
         "fraction_of_peak": flops / step_s / peak, "peak_rss_gib": rss,
         "profile_dir": profile_dir,
         "attention_op": {"text_len": text_len, "grid": grid, "dense_s": dense_s,

@@ -37,16 +37,20 @@ def _tiles(key: bytes, shape: tuple) -> np.ndarray:
     return np.frombuffer(key, dtype=bool).reshape(shape)
 
 
+def _mm(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """einsum accumulating (and returning) float32, whatever the operands' dtype."""
+    return jnp.einsum(spec, a, b, preferred_element_type=_F32)
+
+
 def _rows(x):  # (B, H, n, b, ...) → (B, H, n·b, ...): the prefix part as one matmul per head
     return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
 
 def _forward(key, shape, q, kb, vb, kp, vp):
-    sb = jnp.where(_tiles(key, shape), jnp.einsum("bhnqd,bhnkd->bhnqk", q, kb), MASKED)
-    sb = sb.astype(_F32)
+    sb = jnp.where(_tiles(key, shape), _mm("bhnqd,bhnkd->bhnqk", q, kb), MASKED)
     top = sb.max(-1, keepdims=True)
     if kp.shape[2]:
-        sp = jnp.einsum("bhqd,bhkd->bhqk", _rows(q), kp).astype(_F32).reshape(
+        sp = _mm("bhqd,bhkd->bhqk", _rows(q), kp).reshape(
             q.shape[:4] + (kp.shape[2],))
         top = jnp.maximum(top, sp.max(-1, keepdims=True))
         ep = jnp.exp(sp - top)
@@ -55,9 +59,9 @@ def _forward(key, shape, q, kb, vb, kp, vp):
         ep, total = None, 0.0
     eb = jnp.exp(sb - top)
     total = total + eb.sum(-1, keepdims=True)
-    out = jnp.einsum("bhnqk,bhnkd->bhnqd", eb.astype(vb.dtype), vb).astype(_F32)
+    out = _mm("bhnqk,bhnkd->bhnqd", eb.astype(vb.dtype), vb)
     if ep is not None:
-        out = out + jnp.einsum("bhqk,bhkd->bhqd", _rows(ep).astype(vp.dtype), vp).reshape(
+        out = out + _mm("bhqk,bhkd->bhqd", _rows(ep).astype(vp.dtype), vp).reshape(
             out.shape)
     return (out / total).astype(q.dtype), (eb, ep, total)
 
@@ -83,20 +87,20 @@ def _attention_bwd(key, shape, residuals, d_out):
     def score_grad(e, dp):
         return (e * (dp.astype(_F32) - row) / total).astype(q.dtype)
 
-    dvb = jnp.einsum("bhnqk,bhnqd->bhnkd", eb.astype(vb.dtype), scaled)
-    dsb = score_grad(eb, jnp.einsum("bhnqd,bhnkd->bhnqk", d_out.astype(vb.dtype), vb))
-    dq = jnp.einsum("bhnqk,bhnkd->bhnqd", dsb, kb)
-    dkb = jnp.einsum("bhnqk,bhnqd->bhnkd", dsb, q)
+    dvb = _mm("bhnqk,bhnqd->bhnkd", eb.astype(vb.dtype), scaled).astype(vb.dtype)
+    dsb = score_grad(eb, _mm("bhnqd,bhnkd->bhnqk", d_out.astype(vb.dtype), vb))
+    dq = _mm("bhnqk,bhnkd->bhnqd", dsb, kb)
+    dkb = _mm("bhnqk,bhnqd->bhnkd", dsb, q).astype(kb.dtype)
     if ep is not None:
         g = kp.shape[2]
-        dvp = jnp.einsum("bhqk,bhqd->bhkd", _rows(ep).astype(vp.dtype), _rows(scaled))
-        dp = jnp.einsum("bhqd,bhkd->bhqk", _rows(d_out).astype(vp.dtype), vp)
+        dvp = _mm("bhqk,bhqd->bhkd", _rows(ep).astype(vp.dtype), _rows(scaled)).astype(vp.dtype)
+        dp = _mm("bhqd,bhkd->bhqk", _rows(d_out).astype(vp.dtype), vp)
         dsp = score_grad(ep, dp.reshape(q.shape[:4] + (g,)))
-        dq = dq + jnp.einsum("bhqk,bhkd->bhqd", _rows(dsp), kp).reshape(dq.shape)
-        dkp = jnp.einsum("bhqk,bhqd->bhkd", _rows(dsp), _rows(q))
+        dq = dq + _mm("bhqk,bhkd->bhqd", _rows(dsp), kp).reshape(dq.shape)
+        dkp = _mm("bhqk,bhqd->bhkd", _rows(dsp), _rows(q)).astype(kp.dtype)
     else:
         dvp, dkp = jnp.zeros_like(vp), jnp.zeros_like(kp)
-    return dq, dkb, dvb, dkp, dvp
+    return dq.astype(q.dtype), dkb, dvb, dkp, dvp
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)

@@ -41,6 +41,7 @@ from jax.ad_checkpoint import checkpoint_name
 from dalle_jax.data.tokenizer import PAD_ID
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import IMPLEMENTATIONS, attend
+from dalle_jax.models import mixed_matmul
 from dalle_jax.parallel.partitioning import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -50,6 +51,10 @@ REMAT = {"none": None,
          "dots": jax.checkpoint_policies.save_only_these_names("qkv", "mlp_hidden"),
          "full": jax.checkpoint_policies.nothing_saveable}
 _EPS = 1e-5
+# Weight matrices and their biases stay float32 into `project`, which rounds them itself and
+# returns their gradients unrounded; every other parameter is cast to the computation dtype.
+PROJECTIONS = ("qkv", "qkv_bias", "out", "out_bias", "mlp_in", "mlp_in_bias", "mlp_out",
+               "mlp_out_bias")
 
 
 def normal_param(rngs, shape, axes, std=0.02):
@@ -65,6 +70,17 @@ def zeros_param(shape, axes):
 def ones_param(shape, axes):
     """A float32 parameter of ones named by `axes`."""
     return nnx.Param(jnp.ones(shape, jnp.float32), out_sharding=axes)
+
+
+def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None,
+            out_dtype=None) -> jax.Array:
+    """Rows x (M, K) times a weight matrix w (K, N) plus `bias` (N,), as `out_dtype` (default
+    x's dtype): plain float32 arithmetic in float32, and `mixed_matmul` (float32 accumulation,
+    float32 gradients of w and bias) in bfloat16."""
+    if x.dtype == jnp.bfloat16:
+        return mixed_matmul.matmul(x, w, bias, out_dtype)
+    y = x @ w.astype(x.dtype)
+    return (y if bias is None else y + bias.astype(x.dtype)).astype(out_dtype or x.dtype)
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
@@ -108,7 +124,8 @@ def attention_inputs(p: dict, x: jax.Array) -> jax.Array:
     b, length, width = x.shape
     heads, head_dim = p["qkv"].shape[-2:]
     h = layer_norm(x.reshape(b * length, width), p["ln1_scale"], p["ln1_bias"])
-    qkv = checkpoint_name(h @ p["qkv"].reshape(width, -1) + p["qkv_bias"].reshape(-1), "qkv")
+    qkv = checkpoint_name(project(h, p["qkv"].reshape(width, -1), p["qkv_bias"].reshape(-1)),
+                          "qkv")
     return constrain(qkv.reshape(b, length, 3, heads, head_dim),
                      ("batch", None, None, "heads", None))
 
@@ -116,12 +133,12 @@ def attention_inputs(p: dict, x: jax.Array) -> jax.Array:
 def block_output(p: dict, x: jax.Array, a: jax.Array) -> jax.Array:
     """The rest of a block: x + out(a), then x + MLP(LayerNorm(x)); a is (B, L, H, D)."""
     b, length, width = x.shape
-    x = x.reshape(b * length, width) + a.reshape(b * length, -1) @ p["out"].reshape(-1, width)
-    x = x + p["out_bias"]
+    x = x.reshape(b * length, width) + project(a.reshape(b * length, -1),
+                                               p["out"].reshape(-1, width), p["out_bias"])
     h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
-    h = jax.nn.gelu(checkpoint_name(h @ p["mlp_in"] + p["mlp_in_bias"], "mlp_hidden"))
+    h = jax.nn.gelu(checkpoint_name(project(h, p["mlp_in"], p["mlp_in_bias"]), "mlp_hidden"))
     h = constrain(h, ("batch", "mlp"))  # rows are (batch · position)
-    x = x + h @ p["mlp_out"] + p["mlp_out_bias"]
+    x = x + project(h, p["mlp_out"], p["mlp_out_bias"])
     return constrain(x.reshape(b, length, width), ("batch", None, None))
 
 
@@ -226,7 +243,8 @@ class DalleTransformer(nnx.Module):
         dtype = self.dtype
 
         def layer(p, x):
-            return block(jax.tree.map(lambda v: v.astype(dtype), p), x, attn_fn)
+            return block({k: v if k in PROJECTIONS else v.astype(dtype) for k, v in p.items()},
+                         x, attn_fn)
         if self.remat == "none":
             return layer
         return jax.checkpoint(layer, policy=REMAT[self.remat], prevent_cse=False)
@@ -282,8 +300,9 @@ class DalleTransformer(nnx.Module):
         """
         h = self.hidden(text, image)
         t = self.text_len
-        text_logits = constrain(h[:, :t - 1] @ self.text_head[...].astype(h.dtype),
-                                ("batch", None, "vocab"))
-        image_logits = constrain(h[:, t - 1:-1] @ self.image_head[...].astype(h.dtype),
-                                 ("batch", None, "vocab"))
-        return text_logits.astype(jnp.float32), image_logits.astype(jnp.float32)
+
+        def head(rows, weight):
+            b, n, width = rows.shape
+            logits = project(rows.reshape(b * n, width), weight[...], out_dtype=jnp.float32)
+            return constrain(logits.reshape(b, n, -1), ("batch", None, "vocab"))
+        return head(h[:, :t - 1], self.text_head), head(h[:, t - 1:-1], self.image_head)
