@@ -46,6 +46,9 @@ def _base() -> ml_collections.ConfigDict:
         anneal_steps=150_000,
         # Feed the decoder the one-hot argmax with the soft sample's gradient.
         straight_through=False,
+        # One-hot forward with ReinMax's second-order gradient estimate (Liu et al. 2023) in place
+        # of the soft sample's (beyond the paper).
+        reinmax=False,
         # Scale of the gumbel noise, cosine start → end over noise_steps (paper: 1 throughout, a
         # sample of softmax(logits)). Fading it to 0 trains on the noiseless argmax codes that
         # `encode` hands to the transformer; short runs need this (experiments/dvae_shapes).

@@ -97,6 +97,32 @@ def test_gumbel_softmax_cold_is_one_hot_and_hard_passes_soft_gradient():
     assert (hard.argmax(-1) != logits.argmax(-1)).any()  # full noise does sample other codes
 
 
+def test_reinmax_is_one_hot_forward_with_its_second_order_gradient():
+    logits = jax.random.normal(jax.random.key(0), (6, 5))
+    tau, w = 0.5, jnp.asarray([0.3, -1.0, 2.0, 0.5, -0.2])
+
+    def sample(l):
+        return gumbel_softmax(l, tau, jax.random.key(1), noise_scale=0.0, reinmax=True)
+    out = sample(logits)
+    np.testing.assert_allclose(out, jax.nn.one_hot(logits.argmax(-1), 5), atol=1e-6)
+    grad = jax.grad(lambda l: jnp.sum(sample(l) * w))(logits)
+    # Written out: the gradient of Σ w·(2·π1 − π0/2) through softmax Jacobians diag(p) − p pᵀ,
+    # π1 = (D + softmax(θ/τ)) / 2 held at its value.
+    lg = np.asarray(logits, np.float64)
+    d = np.eye(5)[lg.argmax(-1)]
+    p0 = np.exp(lg) / np.exp(lg).sum(-1, keepdims=True)
+    pt = np.exp(lg / tau) / np.exp(lg / tau).sum(-1, keepdims=True)
+    p1 = (d + pt) / 2
+    wn = np.asarray(w, np.float64)
+
+    def jvp(p):  # (diag(p) − p pᵀ) w per row
+        return p * wn - p * (p @ wn)[:, None]
+    np.testing.assert_allclose(grad, 2 * jvp(p1) - jvp(p0) / 2, rtol=1e-5, atol=1e-6)
+    st = jax.grad(lambda l: jnp.sum(gumbel_softmax(l, tau, jax.random.key(1), noise_scale=0.0,
+                                                   hard=True) * w))(logits)
+    assert not np.allclose(grad, st)  # not straight-through's
+
+
 def test_kl_to_uniform():
     assert abs(float(kl_to_uniform(jnp.zeros(16)))) < 1e-6
     assert abs(float(kl_to_uniform(jnp.array([100.0] + [0.0] * 15))) - math.log(16)) < 1e-4

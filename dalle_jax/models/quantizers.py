@@ -25,18 +25,35 @@ from flax import nnx
 # ---- gumbel ----------------------------------------------------------------------------------
 
 def gumbel_softmax(logits: jax.Array, temperature: jax.Array, rng: jax.Array, *,
-                   hard: bool = False, noise_scale: jax.Array | float = 1.0) -> jax.Array:
+                   hard: bool = False, noise_scale: jax.Array | float = 1.0,
+                   reinmax: bool = False) -> jax.Array:
     """Relaxed one-hot sample (…, V); `hard`: one-hot forward, soft gradient (straight-through).
 
     `noise_scale` multiplies the gumbel noise: 1 is the paper's sample from softmax(logits); 0
     gives softmax(logits / τ) itself, whose hard form is the noiseless argmax used at encoding.
+    `reinmax` (implies `hard`): the one-hot forward with ReinMax's gradient instead (`reinmax`).
     """
     g = noise_scale * jax.random.gumbel(rng, logits.shape, logits.dtype)
     y = jax.nn.softmax((logits + g) / temperature, axis=-1)
-    if hard:
+    if hard or reinmax:
         one_hot = jax.nn.one_hot(jnp.argmax(y, axis=-1), y.shape[-1], dtype=y.dtype)
+        if reinmax:
+            return reinmax_one_hot(logits, one_hot, temperature)
         y = y + jax.lax.stop_gradient(one_hot - y)
     return y
+
+
+def reinmax_one_hot(logits: jax.Array, one_hot: jax.Array, temperature: jax.Array) -> jax.Array:
+    """`one_hot` in the forward pass; in the backward pass ReinMax's estimate of the gradient
+    (Liu et al. 2023, Algorithm 2), second-order accurate where straight-through is first-order
+    (Heun's method against Euler's). With π0 = softmax(θ), π1 = (D + softmax(θ/τ)) / 2 carried
+    as softmax(sg(ln π1 − θ) + θ) (its value, the softmax Jacobian at it), the gradient is that of
+    2·π1 − π0 / 2."""
+    pi0 = jax.nn.softmax(logits, axis=-1)
+    pi1 = (one_hot + jax.nn.softmax(logits / temperature, axis=-1)) / 2
+    pi1 = jax.nn.softmax(jax.lax.stop_gradient(jnp.log(pi1) - logits) + logits, axis=-1)
+    pi2 = 2 * pi1 - pi0 / 2
+    return one_hot + pi2 - jax.lax.stop_gradient(pi2)
 
 
 def kl_to_uniform(logits: jax.Array) -> jax.Array:

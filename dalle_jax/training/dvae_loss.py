@@ -46,13 +46,15 @@ def bits_per_dim(nll_nats_per_dim: jax.Array, eps: float = pixels.EPS) -> jax.Ar
 
 def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
               temperature: jax.Array, beta: jax.Array, straight_through: bool = False,
+              reinmax: bool = False,
               noise_scale: jax.Array | float = 1.0, commitment: float = 0.25,
               likelihood: str = "logit_laplace", sigma: float = 0.1,
               marginal_beta: jax.Array | float = 0.0,
               marginal_temperature: float = 1.0) -> tuple[jax.Array, dict]:
     """(loss, aux): aux holds per-dim ELBO terms, MSE, code stats and, for VQ, z and codes.
 
-    `likelihood` is the paper's 'logit_laplace' or a fixed-σ 'gaussian' (`pixels.nll`);
+    `straight_through` feeds the decoder one-hot codes with the soft sample's gradient, `reinmax`
+    with ReinMax's (`quantizers.reinmax_one_hot`). `likelihood` is the paper's 'logit_laplace' or a fixed-σ 'gaussian' (`pixels.nll`);
     `marginal_beta` weighs the gumbel encoder's batch-marginal KL to the uniform prior, the
     posteriors sharpened to softmax(logits / `marginal_temperature`) so that it follows argmax use.
     """
@@ -62,7 +64,8 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
     enc = model.encoder(x_mapped)  # (B, g, g, V) logits, or (B, g, g, D) vectors for vq
     aux = {}
     if model.codebook is None:
-        z = gumbel_softmax(enc, temperature, rng, hard=straight_through, noise_scale=noise_scale)
+        z = gumbel_softmax(enc, temperature, rng, hard=straight_through, noise_scale=noise_scale,
+                           reinmax=reinmax)
         stats = model.decoder(z)
         kl = jnp.mean(jnp.sum(kl_to_uniform(enc), axis=(1, 2))) / dims
         codes = jnp.argmax(enc, axis=-1)

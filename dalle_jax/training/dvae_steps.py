@@ -55,6 +55,7 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
             model = spec.merge(params, state["extra"])
             return dvae_loss(model, images, rng, temperature=temperature, beta=beta,
                              straight_through=config.gumbel.straight_through,
+                             reinmax=config.gumbel.get("reinmax", False),
                              noise_scale=noise_scale,
                              commitment=config.vq.commitment,
                              likelihood=likelihood, sigma=sigma,

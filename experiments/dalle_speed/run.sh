@@ -2,7 +2,10 @@
 # Stage-2 training speed against the peer (lucidrains' dalle-pytorch 1.6.6, ../shared/peers), side
 # by side in one run on this machine, at two stream shapes of the `small` model (width 512, 8 layers,
 # 8 heads of 64, batch 8): `small` (text 64, grid 16) and `long` (the paper's stream: text 256,
-# grid 32). Appends one JSON line per measurement to results.jsonl beside this script.
+# grid 32). Appends one JSON line per measurement to results.jsonl beside this script. Ours runs in
+# float32 (as the peer) and in bfloat16 with float32 accumulation (mixed_matmul), with the layers
+# rematerialised ('dots') and, in bfloat16, without; the peer also runs under PyTorch's bfloat16
+# autocast (peer_autocast.py), so that bfloat16 meets bfloat16.
 #   usage: bash experiments/dalle_speed/run.sh [small] [long]
 #   env:   PYTHON (ours), PEER_PY (default /tmp/peer-venv/bin/python; see ../shared/peers/README.md),
 #          PEERS (the peer harness folder), SECONDS_EACH (ours: seconds per measurement), ROUNDS
@@ -17,17 +20,19 @@ SECONDS_EACH=${SECONDS_EACH:-10}
 ROUNDS=${ROUNDS:-1}
 SPARSE=axial_row,axial_col,axial_row,axial_row,axial_row,axial_col,axial_row,conv_like
 
-peer() {  # peer NAME TEXT_LEN IMAGE_SIZE ATTN_TYPES STEPS
-  "$PEER_PY" "$PEERS/bench_dalle_pytorch.py" --name "$1" --dim 512 --depth 8 --heads 8 --dim-head 64 \
-    --text-seq-len "$2" --num-text-tokens 4096 --image-size "$3" --vae-layers 3 \
-    --num-image-tokens 1024 --attn-types "$4" --batch 8 --skip-vae --steps "$5" --warmup 1 \
+peer() {  # peer NAME TEXT_LEN IMAGE_SIZE ATTN_TYPES STEPS [WRAPPER…]: WRAPPER runs the harness
+  local name=$1 text=$2 size=$3 attn=$4 steps=$5; shift 5
+  "$PEER_PY" "$@" "$PEERS/bench_dalle_pytorch.py" --name "$name" --dim 512 --depth 8 --heads 8 --dim-head 64 \
+    --text-seq-len "$text" --num-text-tokens 4096 --image-size "$size" --vae-layers 3 \
+    --num-image-tokens 1024 --attn-types "$attn" --batch 8 --skip-vae --steps "$steps" --warmup 1 \
     --gen-batches '' --threads 2 >> "$OUT"
 }
 
-ours() {  # ours NAME TEXT_LEN GRID ATTENTION DTYPE
+ours() {  # ours NAME TEXT_LEN GRID ATTENTION DTYPE [REMAT]
   (cd "$ROOT" && "$PYTHON" -m dalle_jax.bench train --config=configs/dalle.py:small \
     --config.model.text_len="$2" --config.text.text_len="$2" --config.model.grid="$3" \
-    --attention="$4" --config.model.dtype="$5" --seconds="$SECONDS_EACH" --attention_shape=256,32) \
+    --attention="$4" --config.model.dtype="$5" --config.model.remat="${6:-dots}" \
+    --seconds="$SECONDS_EACH" --attention_shape=256,32) \
     | sed "s/^{/{\"name\": \"$1\", \"impl\": \"dalle_jax\", /" >> "$OUT"
 }
 
@@ -43,7 +48,10 @@ for round in $(seq "$ROUNDS"); do
     echo "== round $round: $s -> $OUT" >&2
     peer "$s-peer-sparse" $text $size $SPARSE $steps
     peer "$s-peer-full" $text $size full $steps
+    peer "$s-peer-sparse-bf16" $text $size $SPARSE $steps "$HERE/peer_autocast.py"
     ours "$s-dense" $text $grid dense float32
     ours "$s-blocksparse" $text $grid blocksparse float32
+    ours "$s-blocksparse-bf16" $text $grid blocksparse bfloat16
+    ours "$s-blocksparse-bf16-noremat" $text $grid blocksparse bfloat16 none
   done
 done

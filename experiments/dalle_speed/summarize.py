@@ -22,25 +22,33 @@ def row(r):
     return t["tokens_per_s"], t["s_per_step"], t["peak_rss_mib_so_far"], None
 
 
+def dtype(r):
+    """The precision a result line ran in: ours its model dtype, the peer float32 or autocast."""
+    if r.get("impl") == "dalle_jax":
+        return r["dtype"]
+    return r.get("autocast", "float32")
+
+
 def main(path):
     by_shape = defaultdict(list)
     for r in load(path):
         by_shape[r["name"].split("-")[0]].append(r)
     for shape, runs in by_shape.items():
-        peer = [row(r) for r in runs if r["name"].endswith("peer-sparse")]
-        base_tps, base_rss = (peer[0][0], peer[0][2]) if peer else (None, None)
+        peers = {dtype(r): row(r) for r in reversed(runs) if "peer-sparse" in r["name"]}
+        base_tps, base_rss = peers["float32"][0], peers["float32"][2]
         print(f"\n### {shape}\n")
-        print("| run | tokens/s | s/step | × peer sparse tokens/s | peak RSS MiB | ÷ peer RSS "
-              "| of matmul peak |")
-        print("|---|---|---|---|---|---|---|")
+        print("| run | dtype | tokens/s | s/step | × peer sparse tokens/s | × peer sparse, same dtype "
+              "| peak RSS MiB | ÷ peer RSS | of matmul peak (same dtype) |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in runs:
             tps, step, rss, frac = row(r)
-            ratio = f"{tps / base_tps:.2f}×" if base_tps else "–"
-            mem = f"{rss / base_rss:.2f}" if base_rss else "–"
+            same = peers.get(dtype(r))
+            same = f"{tps / same[0]:.2f}×" if same else "–"
             frac = f"{frac:.0%}" if frac is not None else "–"
-            print(f"| {r['name']} | {tps:.0f} | {step:.2f} | {ratio} | {rss:.0f} | {mem} | {frac} |")
-        for r in runs:
-            if r.get("impl") == "dalle_jax" and r["attention"] != "dense":
+            print(f"| {r['name']} | {dtype(r)} | {tps:.0f} | {step:.2f} | {tps / base_tps:.2f}× | "
+                  f"{same} | {rss:.0f} | {rss / base_rss:.2f} | {frac} |")
+        for r in [r for r in runs if r["name"] == f"{shape}-blocksparse"][:1]:
+            if r["attention"] != "dense":
                 op = r["attention_op"]
                 print(f"\nAttention op (forward + backward, one layer averaged over the 8-layer "
                       f"schedule, text {op['text_len']} / grid {op['grid']}): dense "
