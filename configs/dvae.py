@@ -47,7 +47,8 @@ def _base() -> ml_collections.ConfigDict:
         # Feed the decoder the one-hot argmax with the soft sample's gradient.
         straight_through=False,
         # One-hot forward with ReinMax's second-order gradient estimate (Liu et al. 2023) in place
-        # of the soft sample's (beyond the paper).
+        # of the soft sample's (beyond the paper; on `shapes` it lost codes and 2–3 dB,
+        # experiments/dvae_shapes).
         reinmax=False,
         # Scale of the gumbel noise, cosine start → end over noise_steps (paper: 1 throughout, a
         # sample of softmax(logits)). Fading it to 0 trains on the noiseless argmax codes that
