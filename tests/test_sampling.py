@@ -42,6 +42,15 @@ def test_cached_logits_equal_the_full_forward_pass_at_every_step(overrides):
     assert float(jnp.abs(full).max()) > 0.1  # not trivially small
 
 
+def test_cached_sampling_in_bfloat16_follows_the_full_pass():
+    """bfloat16 models sample through the same projections (mixed_matmul) as they train."""
+    model = _model(dtype="bfloat16")
+    text = _text(model)
+    codes, logits = _sample(model, text, return_logits=True)
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(logits, model(text, codes)[1], atol=0.05)
+
+
 def test_key_tables_list_what_each_pattern_sees():
     t, g = 3, 4
     tables = kv_cache.key_tables(("row", "column", "conv"), t, g, 3)

@@ -22,7 +22,7 @@ from dalle_jax.models import attention_masks
 from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.attention import attend
 from dalle_jax.models.transformer import (DalleTransformer, attention_inputs, block_output,
-                                          layer_norm)
+                                          compute_params, layer_norm, project)
 
 
 class KeyTables(NamedTuple):
@@ -69,11 +69,12 @@ def _tables(model: DalleTransformer) -> KeyTables:
 def image_logits(model: DalleTransformer, x: jax.Array) -> jax.Array:
     """Final LayerNorm and image head on hidden states (..., W) → float32 logits (..., image_vocab)."""
     h = layer_norm(x, model.final_scale[...], model.final_bias[...])
-    return (h @ model.image_head[...].astype(h.dtype)).astype(jnp.float32)
+    rows = project(h.reshape(-1, h.shape[-1]), model.image_head[...], out_dtype=jnp.float32)
+    return rows.reshape(h.shape[:-1] + (-1,))
 
 
 def _layer_params(model: DalleTransformer) -> dict:
-    return jax.tree.map(lambda v: v.astype(model.dtype), model.layers.stacked())
+    return compute_params(model.layers.stacked(), model.dtype)
 
 
 def prefill(model: DalleTransformer, text: jax.Array) -> tuple[Cache, jax.Array]:

@@ -83,6 +83,12 @@ def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None,
     return (y if bias is None else y + bias.astype(x.dtype)).astype(out_dtype or x.dtype)
 
 
+def compute_params(p: dict, dtype) -> dict:
+    """One layer's (or the stacked) parameters as the blocks take them: `PROJECTIONS` as they are
+    (float32, for `project`), the rest cast to the computation dtype."""
+    return {k: v if k in PROJECTIONS else v.astype(dtype) for k, v in p.items()}
+
+
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     """LayerNorm over the last axis, statistics in float32."""
     x32 = x.astype(jnp.float32)
@@ -243,8 +249,7 @@ class DalleTransformer(nnx.Module):
         dtype = self.dtype
 
         def layer(p, x):
-            return block({k: v if k in PROJECTIONS else v.astype(dtype) for k, v in p.items()},
-                         x, attn_fn)
+            return block(compute_params(p, dtype), x, attn_fn)
         if self.remat == "none":
             return layer
         return jax.checkpoint(layer, policy=REMAT[self.remat], prevent_cse=False)
