@@ -29,7 +29,9 @@ on_workers() {  # on_workers WORKERS COMMAND
 case "$1" in
   setup)
     jax_version=$(sed -n 's/^jax==//p' "$ROOT/requirements.txt")
-    archive="$(mktemp -d)/dalle_jax.tar.gz"
+    staging=$(mktemp -d)
+    trap 'rm -rf "$staging"' EXIT  # the archive is only needed until it is copied
+    archive="$staging/dalle_jax.tar.gz"
     git -C "$ROOT" archive --format=tar.gz -o "$archive" HEAD
     "$GCLOUD" compute tpus tpu-vm scp "$archive" "$TPU:dalle_jax.tar.gz" "${where[@]}" --worker=all
     on_workers all "mkdir -p $REMOTE_DIR && tar -xzf dalle_jax.tar.gz -C $REMOTE_DIR && cd $REMOTE_DIR \

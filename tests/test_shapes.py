@@ -243,3 +243,14 @@ def test_prepare_signature_is_keyword_only():
                             "num_test", "num_heldout", "seed", "heldout_pairs"]
     assert all(p.kind is p.KEYWORD_ONLY for name, p in params.items() if name != "data_dir")
     assert params["num_train"].default == 20000 and params["resolution"].default == 64
+
+
+def test_unprepared_builder_leaves_no_temporary_directory(tmp_path, monkeypatch):
+    # tfds' own DatasetInfo makes an empty `tmp…tfds` directory per unprepared builder and keeps it.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    builder = shapes.make_builder(str(tmp_path / "data"), resolution=32, num_train=4,
+                                  num_validation=1, num_test=1, num_heldout=1)
+    assert builder.builder_config.resolution == 32
+    assert os.listdir(scratch) == []

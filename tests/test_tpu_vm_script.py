@@ -38,8 +38,11 @@ def test_train_runs_one_command_on_every_worker(tmp_path):
 
 
 def test_setup_stop_and_project(tmp_path):
-    done, calls = _run(tmp_path, "setup", env={"PROJECT": "p1"})
+    scratch = tmp_path / "scratch"  # the script's temporary directory: removed when it ends
+    scratch.mkdir()
+    done, calls = _run(tmp_path, "setup", env={"PROJECT": "p1", "TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stderr
+    assert os.listdir(scratch) == []
     scp, ssh = calls
     assert scp[:4] == ["compute", "tpus", "tpu-vm", "scp"] and "--project=p1" in scp
     with open(os.path.join(ROOT, "requirements.txt")) as f:

@@ -22,7 +22,7 @@ from dalle_jax.models import attention_masks
 from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.attention import attend
 from dalle_jax.models.transformer import (DalleTransformer, attention_inputs, block_output,
-                                          compute_params, layer_norm, project)
+                                          compute_params, head_logits, layer_norm)
 
 
 class KeyTables(NamedTuple):
@@ -69,8 +69,7 @@ def _tables(model: DalleTransformer) -> KeyTables:
 def image_logits(model: DalleTransformer, x: jax.Array) -> jax.Array:
     """Final LayerNorm and image head on hidden states (..., W) → float32 logits (..., image_vocab)."""
     h = layer_norm(x, model.final_scale[...], model.final_bias[...])
-    rows = project(h.reshape(-1, h.shape[-1]), model.image_head[...], out_dtype=jnp.float32)
-    return rows.reshape(h.shape[:-1] + (-1,))
+    return head_logits(h, model.image_head[...])
 
 
 def _layer_params(model: DalleTransformer) -> dict:

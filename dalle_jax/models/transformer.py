@@ -97,6 +97,12 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     return ((x32 - mean) * jax.lax.rsqrt(var + _EPS) * scale + bias).astype(x.dtype)
 
 
+def head_logits(h: jax.Array, weight: jax.Array) -> jax.Array:
+    """Hidden states (..., W) times an output head (W, V) → float32 logits (..., V)."""
+    rows = project(h.reshape(-1, h.shape[-1]), weight, out_dtype=jnp.float32)
+    return rows.reshape(h.shape[:-1] + (-1,))
+
+
 class Layers(nnx.Module):
     """`depth` pre-norm blocks with their parameters stacked on a leading `layers` axis."""
 
@@ -307,7 +313,5 @@ class DalleTransformer(nnx.Module):
         t = self.text_len
 
         def head(rows, weight):
-            b, n, width = rows.shape
-            logits = project(rows.reshape(b * n, width), weight[...], out_dtype=jnp.float32)
-            return constrain(logits.reshape(b, n, -1), ("batch", None, "vocab"))
+            return constrain(head_logits(rows, weight[...]), ("batch", None, "vocab"))
         return head(h[:, :t - 1], self.text_head), head(h[:, t - 1:-1], self.image_head)

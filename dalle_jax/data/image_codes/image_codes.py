@@ -24,6 +24,7 @@ from dalle_jax.data import sources
 from dalle_jax.data.captions import caption_lines
 from dalle_jax.data.imaging import resize_center_crop
 from dalle_jax.data.loader import lookup_field
+from dalle_jax.data.local_info import LocalDatasetInfo
 from dalle_jax.data.summary import prepared_summary
 
 
@@ -57,7 +58,7 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
-        return tfds.core.DatasetInfo(
+        return LocalDatasetInfo(
             builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict({

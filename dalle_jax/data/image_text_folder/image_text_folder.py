@@ -25,6 +25,7 @@ from PIL import Image, ImageFile
 
 from dalle_jax.data.image_text_folder.sources import Item, Skip, SourceError, discover
 from dalle_jax.data.imaging import resize_center_crop
+from dalle_jax.data.local_info import LocalDatasetInfo
 from dalle_jax.data.summary import SKIP_REASONS, prepared_summary
 
 CAPTION_MODES = ("each_line", "random")
@@ -76,7 +77,7 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
-        return tfds.core.DatasetInfo(
+        return LocalDatasetInfo(
             builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict({

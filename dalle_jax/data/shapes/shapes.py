@@ -26,6 +26,7 @@ from dalle_jax.data.shapes import render, scenes
 from dalle_jax.data.shapes.vocabulary import (
     BACKGROUNDS, COLOURS, DEFAULT_HELDOUT_PAIRS, POSITIONS, RELATIONS, SHAPES, SIZES,
 )
+from dalle_jax.data.local_info import LocalDatasetInfo
 from dalle_jax.data.summary import prepared_summary
 
 VARIANTS = ("objects", "words")
@@ -135,7 +136,7 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         else:
             features["word"] = tfds.features.Text()
             features["colour"] = label(names=list(COLOURS))
-        return tfds.core.DatasetInfo(
+        return LocalDatasetInfo(
             builder=self,
             description=__doc__,
             features=tfds.features.FeaturesDict(features),
