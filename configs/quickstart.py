@@ -3,7 +3,7 @@
   python -m dalle_jax.train --config=configs/quickstart.py --workdir=workdirs/quickstart
 
 writes workdirs/quickstart/{dvae,codes,dalle,clip}/ and samples.png (+ samples.json with CLIP
-scores) for `sample.prompts`. Presets: `default` (64 px, about 10 minutes on 2 CPU cores) and
+scores) for `sample.prompts`. Presets: `default` (64 px, about 13 minutes on 2 CPU cores) and
 `tiny` (32 px, a minute or two: tests and the notebook's CI run). Each section is the full config
 of its stage (configs/dvae.py, dalle.py, clip.py), so any field can be overridden, e.g.
 `--config.dalle.train.num_steps=3000`. Re-running resumes every stage.
@@ -39,23 +39,23 @@ def _shared_data(c, resolution: int, num_train: int, batches: tuple[int, int, in
 def _default(c):
     c.dvae.model.update(vocab_size=256, n_hid=32, n_blk_per_group=1, n_init=64, embed_dim=32,
                         quantizer="vq")
-    c.dvae.optimizer.update(learning_rate=1e-3, decay_steps=400, grad_clip_norm=0.0)
-    c.dvae.train.update(num_steps=400, eval_every=400, eval_batches=4, image_every=400,
-                        checkpoint_every=200, log_every=25)
+    c.dvae.optimizer.update(learning_rate=1e-3, decay_steps=350, grad_clip_norm=0.0)
+    c.dvae.train.update(num_steps=350, eval_every=350, eval_batches=4, image_every=350,
+                        checkpoint_every=175, log_every=25)
     text_len, text_vocab = 24, 1024
     c.dalle.model.update(text_vocab=text_vocab, text_len=text_len, image_vocab=256, grid=8,
                          width=256, depth=4, heads=4, head_dim=64, conv_kernel=5, block_size=32,
-                         dtype="float32", remat="none")
+                         dtype="bfloat16", remat="none")
     c.dalle.optimizer.update(learning_rate=1e-3, warmup_steps=100, decay="cosine",
-                             decay_steps=800, end_learning_rate=1e-5)
-    c.dalle.train.update(num_steps=800, log_every=50, eval_every=400, eval_batches=4,
-                         checkpoint_every=400, keep_checkpoints=1)
+                             decay_steps=500, end_learning_rate=1e-5)
+    c.dalle.train.update(num_steps=500, log_every=50, eval_every=250, eval_batches=4,
+                         checkpoint_every=250, keep_checkpoints=1)
     c.clip.model.update(text_vocab=text_vocab, text_len=text_len, resolution=64, patch=8,
                         width=128, heads=4, text_depth=2, image_depth=2, embed_dim=64)
-    c.clip.optimizer.update(learning_rate=1e-3, warmup_steps=50, decay_steps=600,
+    c.clip.optimizer.update(learning_rate=1e-3, warmup_steps=50, decay_steps=400,
                             weight_decay=0.1, ema_decay=0.99)
-    c.clip.train.update(num_steps=600, log_every=50, eval_every=300, eval_batches=4,
-                        checkpoint_every=300, keep_checkpoints=1)
+    c.clip.train.update(num_steps=400, log_every=50, eval_every=200, eval_batches=4,
+                        checkpoint_every=200, keep_checkpoints=1)
     for stage in (c.dvae, c.dalle, c.clip):
         stage.text.update(vocab_size=text_vocab, text_len=text_len)
     _shared_data(c, resolution=64, num_train=5_000, batches=(16, 32, 64))
