@@ -31,6 +31,11 @@ def _base() -> ml_collections.ConfigDict:
         n_init=128,
         # vq only: width of the codebook vectors.
         embed_dim=64,
+        # gumbel only: the encoder's logits from a 1×1 convolution ('conv', the paper), or as
+        # scaled negative squared distances of `embed_dim`-wide vectors to a learned codebook
+        # ('distance': the same family of encoders, factored), or 'tied': that codebook's vectors
+        # are also the decoder's input, as in a VQ-VAE (beyond the paper; experiments/dvae_shapes).
+        gumbel_logits="conv",
         # Reconstruction likelihood: the paper's 'logit_laplace' (the decoder's 6 channels are μ and
         # ln b) or 'gaussian' (mean sigmoid(μ) on mapped pixels, fixed scale `sigma`; ln b unused):
         # a squared error that weighs every pixel alike (experiments/dvae_shapes).

@@ -1,5 +1,7 @@
 """A TFDS catalog dataset (coco_captions) chosen by name with a field mapping, offline via mock_data."""
 
+import tempfile
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -7,6 +9,13 @@ import tensorflow_datasets as tfds
 from dalle_jax.config_parts import data_config, mesh_config, text_config
 from dalle_jax.data import pipeline, registry
 from dalle_jax.parallel.mesh import make_mesh
+
+
+@pytest.fixture(autouse=True)
+def _temporary_dirs_in_tmp_path(tmp_path, monkeypatch):
+    """tfds' own builder of an unprepared catalog dataset makes a temporary directory for the TFDS
+    bucket's metadata and never removes it: keep those under the test's tmp_path, not /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 def _config(tmp_path):

@@ -12,8 +12,8 @@ from flax import nnx
 from dalle_jax.models import pixels
 from dalle_jax.models.dvae import Encoder, ResBlock
 from dalle_jax.models.image_tokenizer import ImageTokenizer
-from dalle_jax.models.quantizers import (ema_update, gumbel_softmax, kl_to_uniform,
-                                         marginal_kl_to_uniform, nearest_codes,
+from dalle_jax.models.quantizers import (DistanceLogits, ema_update, gumbel_softmax,
+                                         kl_to_uniform, marginal_kl_to_uniform, nearest_codes,
                                          straight_through)
 from dalle_jax.training.schedules import cosine
 
@@ -75,6 +75,39 @@ def test_encoder_downsamples_by_eight_and_names_bad_shapes():
 def test_bad_quantizer_is_named():
     with pytest.raises(ValueError, match="'kmeans'"):
         ImageTokenizer(quantizer="kmeans", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="gumbel_logits='cosine'"):
+        ImageTokenizer(gumbel_logits="cosine", rngs=nnx.Rngs(0))
+
+
+def test_distance_logits_are_a_folded_one_by_one_convolution():
+    layer = DistanceLogits(10, 4, rngs=nnx.Rngs(0))
+    layer.log_scale[...] = jnp.asarray(np.log(0.7), jnp.float32)
+    rng = np.random.default_rng(0)
+    h, w, b = (rng.normal(size=s).astype(np.float32) for s in ((3, 5, 6), (6, 4), (4,)))
+    z = h @ w + b
+    c = np.asarray(layer.codebook[...])
+    want = -0.7 * ((z[..., None, :] - c) ** 2).sum(-1)
+    got = layer(jnp.asarray(z))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # The paper's conv with weight 2s·W·cᵀ and bias 2s·b·cᵀ − s‖c‖² differs by −s‖z‖², the same
+    # for every code: the same softmax and argmax.
+    conv = h @ (1.4 * w @ c.T) + 1.4 * b @ c.T - 0.7 * (c * c).sum(-1)
+    np.testing.assert_allclose(jax.nn.softmax(got), jax.nn.softmax(jnp.asarray(conv)), atol=1e-5)
+    np.testing.assert_array_equal(jnp.argmax(got, -1), nearest_codes(jnp.asarray(z), jnp.asarray(c)))
+
+
+def test_tied_codebook_feeds_the_decoder_the_code_vectors():
+    model = ImageTokenizer(vocab_size=16, n_hid=8, n_blk_per_group=1, n_init=8, embed_dim=4,
+                           gumbel_logits="tied", rngs=nnx.Rngs(0))
+    images = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 16, 16, 3)), jnp.float32)
+    logits = model.encoder_output(images)
+    assert logits.shape == (2, 2, 2, 16)
+    codes = model.encode(images)
+    np.testing.assert_array_equal(codes, jnp.argmax(logits, -1))
+    c = model.distance.codebook[...]
+    np.testing.assert_allclose(model.decode_stats(codes), model.decoder(c[codes]), atol=1e-6)
+    np.testing.assert_allclose(model.decode_relaxed(jax.nn.one_hot(codes, 16)),
+                               model.decode_stats(codes), atol=1e-5)
 
 
 def test_gumbel_softmax_cold_is_one_hot_and_hard_passes_soft_gradient():

@@ -26,11 +26,13 @@ def _fixed_batch(resolution=32, n=8, seed=0):
     return images
 
 
-@pytest.mark.parametrize("quantizer,likelihood", [("gumbel", "logit_laplace"),
-                                                   ("vq", "logit_laplace"), ("vq", "gaussian")])
-def test_loss_falls_on_a_fixed_batch(quantizer, likelihood):
+@pytest.mark.parametrize("quantizer,likelihood,logits", [
+    ("gumbel", "logit_laplace", "conv"), ("gumbel", "gaussian", "tied"),
+    ("vq", "logit_laplace", "conv"), ("vq", "gaussian", "conv")])
+def test_loss_falls_on_a_fixed_batch(quantizer, likelihood, logits):
     config = load("dvae", "tiny", **{"model.quantizer": quantizer, "optimizer.learning_rate": 3e-3,
-                                     "optimizer.decay_steps": 1000, "model.likelihood": likelihood})
+                                     "optimizer.decay_steps": 1000, "model.likelihood": likelihood,
+                                     "model.gumbel_logits": logits})
     mesh = make_mesh({"data": 1}, jax.devices()[:1])
     spec, state = dvae_trainer.build(config, mesh)
     step = dvae_steps.make_train_step(spec, config, dvae_schedules(config))
@@ -43,6 +45,8 @@ def test_loss_falls_on_a_fixed_batch(quantizer, likelihood):
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3]), losses
     assert np.mean(mses[-5:]) < 0.85 * np.mean(mses[:3]), mses
+    if logits == "tied":  # the shared codebook is learned by the optimizer
+        assert "codebook" in str(jax.tree.structure(state["params"]["distance"]))
     if quantizer == "vq":  # the codebook moved by EMA, not by the optimizer
         assert "codebook" in state["extra"] and "codebook" not in str(jax.tree.structure(state["params"]))
 

@@ -14,9 +14,10 @@ from flax import nnx
 
 from dalle_jax.models import pixels
 from dalle_jax.models.dvae import Decoder, Encoder
-from dalle_jax.models.quantizers import VectorQuantizer, nearest_codes
+from dalle_jax.models.quantizers import DistanceLogits, VectorQuantizer, nearest_codes
 
 QUANTIZERS = ("gumbel", "vq")
+GUMBEL_LOGITS = ("conv", "distance", "tied")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -25,32 +26,45 @@ class ImageTokenizer(nnx.Module):
 
     def __init__(self, *, quantizer: str = "gumbel", vocab_size: int = 8192, n_hid: int = 256,
                  n_blk_per_group: int = 2, n_init: int = 128, embed_dim: int = 64,
-                 dtype: str = "float32", rngs: nnx.Rngs):
+                 dtype: str = "float32", gumbel_logits: str = "conv", rngs: nnx.Rngs):
         if quantizer not in QUANTIZERS:
             raise ValueError(f"model.quantizer={quantizer!r}; choose one of {QUANTIZERS}")
+        if gumbel_logits not in GUMBEL_LOGITS:
+            raise ValueError(f"model.gumbel_logits={gumbel_logits!r}; choose one of {GUMBEL_LOGITS}")
         if dtype not in DTYPES:
             raise ValueError(f"model.dtype={dtype!r}; choose one of {sorted(DTYPES)}")
         self.quantizer = quantizer
         self.vocab_size = vocab_size
         vq = quantizer == "vq"
+        distance = not vq and gumbel_logits in ("distance", "tied")
+        self.tied = not vq and gumbel_logits == "tied"
         self.encoder = Encoder(n_hid=n_hid, n_blk_per_group=n_blk_per_group, vocab_size=vocab_size,
-                               output_channels=embed_dim if vq else None, dtype=DTYPES[dtype],
+                               output_channels=embed_dim if vq or distance else None,
+                               dtype=DTYPES[dtype],
                                rngs=rngs)
         self.decoder = Decoder(n_init=n_init, n_hid=n_hid, n_blk_per_group=n_blk_per_group,
-                               vocab_size=vocab_size, input_channels=embed_dim if vq else None,
+                               vocab_size=vocab_size,
+                               input_channels=embed_dim if vq or self.tied else None,
                                dtype=DTYPES[dtype], rngs=rngs)
         self.codebook = VectorQuantizer(vocab_size, embed_dim, rngs=rngs) if vq else None
+        self.distance = DistanceLogits(vocab_size, embed_dim, rngs=rngs) if distance else None
 
     @classmethod
     def from_config(cls, model: ml_collections.ConfigDict, seed: int = 0) -> "ImageTokenizer":
         """Builds the model that `config.model` describes."""
         return cls(quantizer=model.quantizer, vocab_size=model.vocab_size, n_hid=model.n_hid,
                    n_blk_per_group=model.n_blk_per_group, n_init=model.n_init,
-                   embed_dim=model.embed_dim, dtype=model.dtype, rngs=nnx.Rngs(seed))
+                   embed_dim=model.embed_dim, dtype=model.dtype,
+                   gumbel_logits=model.get("gumbel_logits", "conv"), rngs=nnx.Rngs(seed))
 
     def encoder_output(self, images: jax.Array) -> jax.Array:
         """Images in [0, 1] → logits (gumbel) or vectors (vq), (B, g, g, ·)."""
-        return self.encoder(pixels.map_pixels(images))
+        return self.encode_mapped(pixels.map_pixels(images))
+
+    def encode_mapped(self, x_mapped: jax.Array) -> jax.Array:
+        """Pixels already mapped by `pixels.map_pixels` → logits (gumbel) or vectors (vq)."""
+        out = self.encoder(x_mapped)
+        return out if self.distance is None else self.distance(out)
 
     def encode(self, images: jax.Array) -> jax.Array:
         """Images in [0, 1] (B, H, W, 3) → codes (B, H/8, W/8) int32 (argmax; no gumbel noise)."""
@@ -64,9 +78,17 @@ class ImageTokenizer(nnx.Module):
 
     def decode_stats(self, codes: jax.Array) -> jax.Array:
         """Codes (B, g, g) → decoder output (B, 8g, 8g, 6): μ then ln b."""
+        if self.tied:
+            return self.decoder(self.distance.codebook[...][codes])
         if self.codebook is None:
             return self.decoder.decode_codes(codes)
         return self.decoder(self.codebook.lookup(codes))
+
+    def decode_relaxed(self, z: jax.Array) -> jax.Array:
+        """Gumbel: one-hot or relaxed codes (B, g, g, V) → decoder output (training)."""
+        if self.tied:
+            return self.decoder(z @ self.distance.codebook[...])
+        return self.decoder(z)
 
     def decode(self, codes: jax.Array) -> jax.Array:
         """Codes (B, g, g) → images in [0, 1] (B, 8g, 8g, 3)."""

@@ -72,6 +72,27 @@ def marginal_kl_to_uniform(logits: jax.Array) -> jax.Array:
     return kl_to_uniform(jnp.log(jnp.maximum(q, 1e-30)))  # softmax(ln q̄) = q̄
 
 
+class DistanceLogits(nnx.Module):
+    """Gumbel logits as scaled negative squared distances to a learned codebook (beyond the paper).
+
+    logits_k = −s·‖z − c_k‖² for encoder vectors z (…, D), codebook c (V, D) and a learned scale
+    s > 0. Softmax and argmax ignore the −s‖z‖² term common to every k, so this is the paper's
+    1×1 convolution to vocabulary logits factored through D channels (weight 2s·W·cᵀ, bias
+    2s·b·cᵀ − s‖c‖²): the same family of encoders, with VQ's nearest-vector geometry for the
+    optimiser to move in.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, *, rngs: nnx.Rngs):
+        init = jax.random.normal(rngs.params(), (vocab_size, dim), jnp.float32)
+        self.codebook = nnx.Param(init, out_sharding=("vocab", "embed"))
+        self.log_scale = nnx.Param(jnp.full((), -0.5 * math.log(dim), jnp.float32))
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        c = self.codebook[...]
+        d = (jnp.sum(z * z, -1, keepdims=True) - 2 * z @ c.T + jnp.sum(c * c, -1))
+        return -jnp.exp(self.log_scale[...]) * d
+
+
 # ---- vq --------------------------------------------------------------------------------------
 
 class CodebookVar(nnx.Variable):

@@ -61,12 +61,12 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
     x = pixels.to_unit(images_uint8)
     x_mapped = pixels.map_pixels(x)
     dims = math.prod(x.shape[1:])
-    enc = model.encoder(x_mapped)  # (B, g, g, V) logits, or (B, g, g, D) vectors for vq
+    enc = model.encode_mapped(x_mapped)  # (B, g, g, V) logits, or (B, g, g, D) vectors for vq
     aux = {}
     if model.codebook is None:
         z = gumbel_softmax(enc, temperature, rng, hard=straight_through, noise_scale=noise_scale,
                            reinmax=reinmax)
-        stats = model.decoder(z)
+        stats = model.decode_relaxed(z)
         kl = jnp.mean(jnp.sum(kl_to_uniform(enc), axis=(1, 2))) / dims
         codes = jnp.argmax(enc, axis=-1)
         aux["kl"] = kl
