@@ -72,6 +72,12 @@ def marginal_kl_to_uniform(logits: jax.Array) -> jax.Array:
     return kl_to_uniform(jnp.log(jnp.maximum(q, 1e-30)))  # softmax(ln q̄) = q̄
 
 
+def squared_distances(z: jax.Array, codebook: jax.Array) -> jax.Array:
+    """‖z − c_k‖² (…, V) for vectors z (…, D) and every codebook row c_k of (V, D)."""
+    return (jnp.sum(z * z, -1, keepdims=True) - 2 * z @ codebook.T
+            + jnp.sum(codebook * codebook, -1))
+
+
 class DistanceLogits(nnx.Module):
     """Gumbel logits as scaled negative squared distances to a learned codebook (beyond the paper).
 
@@ -88,9 +94,7 @@ class DistanceLogits(nnx.Module):
         self.log_scale = nnx.Param(jnp.full((), -0.5 * math.log(dim), jnp.float32))
 
     def __call__(self, z: jax.Array) -> jax.Array:
-        c = self.codebook[...]
-        d = (jnp.sum(z * z, -1, keepdims=True) - 2 * z @ c.T + jnp.sum(c * c, -1))
-        return -jnp.exp(self.log_scale[...]) * d
+        return -jnp.exp(self.log_scale[...]) * squared_distances(z, self.codebook[...])
 
 
 # ---- vq --------------------------------------------------------------------------------------
@@ -101,9 +105,7 @@ class CodebookVar(nnx.Variable):
 
 def nearest_codes(z: jax.Array, codebook: jax.Array) -> jax.Array:
     """Index of the nearest codebook row (V, D) for each vector z (…, D), squared L2."""
-    d = (jnp.sum(z * z, -1, keepdims=True) - 2 * z @ codebook.T
-         + jnp.sum(codebook * codebook, -1))  # (…, V)
-    return jnp.argmin(d, axis=-1)
+    return jnp.argmin(squared_distances(z, codebook), axis=-1)
 
 
 def straight_through(z: jax.Array, e: jax.Array) -> jax.Array:
