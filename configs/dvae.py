@@ -61,6 +61,14 @@ def _base() -> ml_collections.ConfigDict:
         start_noise=1.0,
         end_noise=1.0,
         noise_steps=150_000,
+        # 'distance' / 'tied' logits only (beyond the paper): restart a code whose moving-average
+        # use (decay `restart_decay`) falls below this share of the mean use per code, moving its
+        # codebook vector to an encoder vector of the batch, as VQ does (0: never).
+        restart_below=0.0,
+        restart_decay=0.99,
+        # Where restarted vectors come from: 'random' ones of the batch, or 'error': drawn in
+        # proportion to their squared distance to their code.
+        restart_from="error",
     ))
     c.kl = ml_collections.ConfigDict(dict(
         # KL weight β against the uniform prior, cosine 0 → 6.6 over the first 5,000 updates.

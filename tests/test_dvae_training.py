@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dalle_jax.models import pixels
 from dalle_jax.parallel.mesh import make_mesh
 from dalle_jax.training import dvae_steps, dvae_trainer, loop
 from dalle_jax.training.metrics import read_metrics
@@ -30,13 +31,17 @@ def _fixed_batch(resolution=32, n=8, seed=0):
     ("gumbel", "logit_laplace", "conv"), ("gumbel", "gaussian", "tied"),
     ("vq", "logit_laplace", "conv"), ("vq", "gaussian", "conv")])
 def test_loss_falls_on_a_fixed_batch(quantizer, likelihood, logits):
+    # The tied codebook also restarts its unused codes (beyond the paper, as VQ does).
     config = load("dvae", "tiny", **{"model.quantizer": quantizer, "optimizer.learning_rate": 3e-3,
                                      "optimizer.decay_steps": 1000, "model.likelihood": likelihood,
-                                     "model.gumbel_logits": logits})
+                                     "model.gumbel_logits": logits,
+                                     "gumbel.restart_below": 0.033 if logits == "tied" else 0.0})
     mesh = make_mesh({"data": 1}, jax.devices()[:1])
     spec, state = dvae_trainer.build(config, mesh)
     step = dvae_steps.make_train_step(spec, config, dvae_schedules(config))
     images = jnp.asarray(_fixed_batch())
+    if logits == "tied":
+        _check_first_restarts(spec, state, step, images)
     losses, mses = [], []
     for _ in range(40):
         state, m = step(state, images)
@@ -49,6 +54,27 @@ def test_loss_falls_on_a_fixed_batch(quantizer, likelihood, logits):
         assert "codebook" in str(jax.tree.structure(state["params"]["distance"]))
     if quantizer == "vq":  # the codebook moved by EMA, not by the optimizer
         assert "codebook" in state["extra"] and "codebook" not in str(jax.tree.structure(state["params"]))
+
+
+def _check_first_restarts(spec, state, step, images):
+    """Use starts at zero, so after the first step every code the batch uses fewer than
+    restart_below × mean / (1 − decay) = 0.033 × 2 / 0.01 = 6.6 times is restarted, in the
+    parameters and their EMA, at an encoder vector of the batch; the others moved by one AdamW
+    step only."""
+    model = spec.merge(state["params"], state["extra"])
+    z = np.asarray(model.encoder(pixels.map_pixels(images / 255.0)))
+    codes = np.asarray(jnp.argmax(model.distance(jnp.asarray(z)), -1)).reshape(-1)
+    z = z.reshape(-1, z.shape[-1])
+    kept = np.bincount(codes, minlength=64) >= 7
+    before = np.asarray(state["params"]["distance"]["codebook"])
+    state, metrics = step(jax.tree.map(jnp.copy, state), images)  # the step donates its input
+    assert int(metrics["codes_restarted"]) == 64 - kept.sum() > 0
+    for key in ("params", "ema"):
+        book = np.asarray(state[key]["distance"]["codebook"])
+        gaps = np.abs(book[:, None, :] - z[None]).max(-1).min(-1)  # to the nearest batch vector
+        np.testing.assert_allclose(gaps[~kept], 0.0, atol=1e-5)
+        assert np.abs(book[kept] - before[kept]).max() < 0.01  # lr 3e-3: one step, not a jump
+    np.testing.assert_allclose(state["extra"]["distance"]["counts"][~kept], 0.033 * len(z) / 64)
 
 
 def _run(config, workdir):
@@ -116,6 +142,12 @@ def test_sharded_step_equals_single_device(quantizer):
     mu = live["opt_state"][0].mu["encoder"]["input"]["w"] if hasattr(live["opt_state"][0], "mu") else None
     if mu is not None:
         assert mu.sharding.spec == enc["input"]["w"].sharding.spec
+
+
+def test_gumbel_restarts_need_a_codebook():
+    config = load("dvae", "tiny", **{"gumbel.restart_below": 0.03})
+    with pytest.raises(ValueError, match="gumbel.restart_below=0.03 needs a codebook.*'conv'"):
+        dvae_steps.make_train_step(None, config, {})
 
 
 def test_marginal_temperature_must_be_positive():

@@ -78,6 +78,10 @@ def squared_distances(z: jax.Array, codebook: jax.Array) -> jax.Array:
             + jnp.sum(codebook * codebook, -1))
 
 
+class CodebookVar(nnx.Variable):
+    """Codebook state updated by moving averages, not by the optimizer."""
+
+
 class DistanceLogits(nnx.Module):
     """Gumbel logits as scaled negative squared distances to a learned codebook (beyond the paper).
 
@@ -92,16 +96,14 @@ class DistanceLogits(nnx.Module):
         init = jax.random.normal(rngs.params(), (vocab_size, dim), jnp.float32)
         self.codebook = nnx.Param(init, out_sharding=("vocab", "embed"))
         self.log_scale = nnx.Param(jnp.full((), -0.5 * math.log(dim), jnp.float32))
+        # Moving-average use of each code, for restarts (`gumbel.restart_below`); zero otherwise.
+        self.counts = CodebookVar(jnp.zeros((vocab_size,), jnp.float32), out_sharding=("vocab",))
 
     def __call__(self, z: jax.Array) -> jax.Array:
         return -jnp.exp(self.log_scale[...]) * squared_distances(z, self.codebook[...])
 
 
 # ---- vq --------------------------------------------------------------------------------------
-
-class CodebookVar(nnx.Variable):
-    """State of a VQ codebook updated by moving averages, not by the optimizer."""
-
 
 def nearest_codes(z: jax.Array, codebook: jax.Array) -> jax.Array:
     """Index of the nearest codebook row (V, D) for each vector z (…, D), squared L2."""
@@ -144,32 +146,42 @@ class VectorQuantizer(nnx.Module):
         return self.codebook[...][codes]
 
 
+def restart_draws(counts: jax.Array, codes: jax.Array, rng: jax.Array, *, decay: float,
+                  restart_below: float, errors: jax.Array | None = None
+                  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Moving-average code counts and which codes to restart from which batch vectors.
+
+    `codes` (N,) are one batch's codes. Returns (counts, dead mask (V,), picks (V,) indices into
+    the batch, threshold): a code whose EMA count is below `restart_below` × the mean count per
+    code is dead (`restart_below=0`: none is); `counts` already holds the threshold for dead codes,
+    so a restarted code chosen at the next step grows from there and one not chosen is restarted
+    again at once. `errors` (N,), each vector's squared distance to its code, makes the picks
+    proportional to it (k-means++ seeding): the badly coded vectors, such as the rare object
+    patches of a mostly-background image, rather than more of the common ones; else uniform.
+    """
+    vocab, n = counts.shape[0], codes.shape[0]
+    counts = decay * counts + (1 - decay) * jnp.bincount(codes, length=vocab).astype(counts.dtype)
+    threshold = restart_below * n / vocab
+    dead = counts < threshold
+    if errors is None:
+        picks = jax.random.randint(rng, (vocab,), 0, n)
+    else:
+        picks = jax.random.categorical(rng, jnp.log(jnp.maximum(errors, 1e-12)), shape=(vocab,))
+    return jnp.where(dead, threshold, counts), dead, picks, threshold
+
+
 def ema_update(counts: jax.Array, sums: jax.Array, z: jax.Array, codes: jax.Array,
                rng: jax.Array, *, decay: float, eps: float, restart_below: float,
                errors: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """One EMA step of a codebook from a batch of vectors z (N, D) and their codes (N,).
 
-    Returns (counts, sums, codebook, restarted mask). A code whose EMA count falls below
-    `restart_below` × the mean count per code is set to a random vector of the batch with a count
-    at that threshold: chosen at the next step, it grows from there; not chosen, it decays below the
-    threshold and is restarted again at once (`restart_below=0` turns restarts off).
-
-    `errors` (N,), each vector's squared distance to its code, makes restarts draw vectors with
-    probability proportional to it (k-means++ seeding): the badly coded ones, such as the rare
-    object patches of a mostly-background image, rather than more of the common ones.
+    Returns (counts, sums, codebook, restarted mask). Dead codes (`restart_draws`, which `errors`
+    steers) are set to a vector of the batch with a count at the restart threshold.
     """
     vocab = counts.shape[0]
-    one_hot = jax.nn.one_hot(codes, vocab, dtype=z.dtype)  # (N, V)
-    counts = decay * counts + (1 - decay) * one_hot.sum(0)
-    sums = decay * sums + (1 - decay) * (one_hot.T @ z)
-    threshold = restart_below * z.shape[0] / vocab
-    dead = counts < threshold
-    if errors is None:
-        picks = jax.random.randint(rng, (vocab,), 0, z.shape[0])
-    else:
-        logits = jnp.log(jnp.maximum(errors, 1e-12))
-        picks = jax.random.categorical(rng, logits, shape=(vocab,))
-    counts = jnp.where(dead, threshold, counts)
+    sums = decay * sums + (1 - decay) * (jax.nn.one_hot(codes, vocab, dtype=z.dtype).T @ z)
+    counts, dead, picks, threshold = restart_draws(counts, codes, rng, decay=decay,
+                                                   restart_below=restart_below, errors=errors)
     sums = jnp.where(dead[:, None], z[picks] * threshold, sums)
     total = counts.sum()
     smoothed = (counts + eps) / (total + vocab * eps) * total  # Laplace smoothing

@@ -6,7 +6,8 @@ optionally (beyond the paper) + β_m·g²·KL(q̄ ‖ uniform) / (H·W·C), q̄ 
 posteriors sharpened to softmax(logits / τ_m), which pushes towards an even codebook use without
 flattening each position's posterior.
 VQ: loss = E_batch[ −ln p(x | e(z)) ] / (H·W·C) + commitment · ‖z − sg(e)‖²; the codebook moves by
-EMA outside the gradient (`quantizers.ema_update`), fed by the aux outputs returned here.
+EMA outside the gradient (`quantizers.ema_update`), fed by the aux outputs returned here; so
+are the restarts of a gumbel `distance` / `tied` codebook.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
               likelihood: str = "logit_laplace", sigma: float = 0.1,
               marginal_beta: jax.Array | float = 0.0,
               marginal_temperature: float = 1.0) -> tuple[jax.Array, dict]:
-    """(loss, aux): aux holds per-dim ELBO terms, MSE, code stats and, for VQ, z and codes.
+    """(loss, aux): per-dim ELBO terms, MSE, code stats and, for codebooks, z, codes and errors.
 
     `straight_through` feeds the decoder one-hot codes with the soft sample's gradient, `reinmax`
     with ReinMax's (`quantizers.reinmax_one_hot`). `likelihood` is the paper's 'logit_laplace' or a fixed-σ 'gaussian' (`pixels.nll`);
@@ -61,14 +62,22 @@ def dvae_loss(model: ImageTokenizer, images_uint8: jax.Array, rng: jax.Array, *,
     x = pixels.to_unit(images_uint8)
     x_mapped = pixels.map_pixels(x)
     dims = math.prod(x.shape[1:])
-    enc = model.encode_mapped(x_mapped)  # (B, g, g, V) logits, or (B, g, g, D) vectors for vq
     aux = {}
+    if model.distance is not None:  # logits from vectors: the vectors feed codebook restarts
+        vectors = model.encoder(x_mapped)
+        enc = model.distance(vectors)
+        aux["z"] = jax.lax.stop_gradient(vectors).reshape(-1, vectors.shape[-1])
+        # −logits = s·‖z − c‖²: the scale s cancels where restarts draw in proportion to errors.
+        aux["errors"] = jax.lax.stop_gradient(-jnp.max(enc, axis=-1)).reshape(-1)
+    else:
+        enc = model.encode_mapped(x_mapped)  # (B, g, g, V) logits, or (B, g, g, D) vectors (vq)
     if model.codebook is None:
         z = gumbel_softmax(enc, temperature, rng, hard=straight_through, noise_scale=noise_scale,
                            reinmax=reinmax)
         stats = model.decode_relaxed(z)
         kl = jnp.mean(jnp.sum(kl_to_uniform(enc), axis=(1, 2))) / dims
         codes = jnp.argmax(enc, axis=-1)
+        aux["codes"] = codes.reshape(-1)
         aux["kl"] = kl
         positions = math.prod(enc.shape[1:3])
         marginal = positions * marginal_kl_to_uniform(enc / marginal_temperature) / dims

@@ -1,4 +1,5 @@
-"""Jitted stage-1 steps: a train step (loss, AdamW, parameter EMA, VQ codebook EMA) and an eval step.
+"""Jitted stage-1 steps: a train step (loss, AdamW, parameter EMA, VQ codebook EMA, code restarts)
+and an eval step.
 
 Both take and return sharded global arrays: the state on the shardings of `StateSpec`, images split
 over the mesh's batch axes. The train state is donated. A non-finite loss leaves the state as it
@@ -15,7 +16,7 @@ import ml_collections
 import optax
 
 from dalle_jax.models import pixels
-from dalle_jax.models.quantizers import ema_update as codebook_ema, kl_to_uniform
+from dalle_jax.models.quantizers import ema_update as codebook_ema, kl_to_uniform, restart_draws
 from dalle_jax.parallel.mesh import batch_sharding
 from dalle_jax.parallel.partitioning import replicated
 from dalle_jax.training import train_state
@@ -44,6 +45,16 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
                          f"got {config.kl.marginal_temperature}")
     if vq and config.vq.restart_from not in ("random", "error"):
         raise ValueError(f"vq.restart_from={config.vq.restart_from!r}; choose 'random' or 'error'")
+    restart_below = config.gumbel.get("restart_below", 0.0)
+    gumbel_restarts = not vq and restart_below > 0
+    if gumbel_restarts:
+        if config.model.get("gumbel_logits", "conv") not in ("distance", "tied"):
+            raise ValueError(f"gumbel.restart_below={restart_below} needs a codebook to restart: "
+                             f"model.gumbel_logits 'distance' or 'tied', not "
+                             f"{config.model.get('gumbel_logits', 'conv')!r}")
+        if config.gumbel.restart_from not in ("random", "error"):
+            raise ValueError(f"gumbel.restart_from={config.gumbel.restart_from!r}; "
+                             "choose 'random' or 'error'")
 
     def step(state, images):
         t = state["step"]
@@ -74,8 +85,17 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
                 restart_below=config.vq.restart_below, errors=errors)
             extra = {"codebook": {"counts": counts, "sums": sums, "codebook": codebook}}
             metrics["codes_restarted"] = jnp.sum(dead)
+        elif gumbel_restarts:
+            errors = aux["errors"] if config.gumbel.restart_from == "error" else None
+            counts, dead, picks, _ = restart_draws(
+                state["extra"]["distance"]["counts"], aux["codes"], restart_rng,
+                decay=config.gumbel.restart_decay, restart_below=restart_below, errors=errors)
+            extra = {"distance": {"counts": counts}}
+            metrics["codes_restarted"] = jnp.sum(dead)
         new = train_state.apply_update(spec, state, grads, loss, config.optimizer.ema_decay, extra)
         finite = jnp.isfinite(loss)
+        if gumbel_restarts:  # dead codes move to batch vectors, in the parameters and their EMA
+            new = restart_codebook(new, dead & finite, aux["z"][picks])
         metrics.update(loss=loss, finite=finite.astype(jnp.float32), grad_norm=optax.global_norm(grads),
                        temperature=temperature, beta=beta, noise_scale=noise_scale,
                        learning_rate=schedules["learning_rate"](t))
@@ -87,6 +107,19 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
         out_shardings=(spec.shardings, replicated(spec.mesh)),
         donate_argnums=0,
     )
+
+
+def restart_codebook(state: dict, dead: jax.Array, vectors: jax.Array) -> dict:
+    """`state` with the rows `dead` (V,) of the gumbel distance codebook set to `vectors` (V, D),
+    in the parameters and in their moving average (the optimizer's moments are kept)."""
+    state = dict(state)
+    for key in ("params", "ema"):
+        tree = dict(state[key])
+        distance = dict(tree["distance"])
+        distance["codebook"] = jnp.where(dead[:, None], vectors, distance["codebook"])
+        tree["distance"] = distance
+        state[key] = tree
+    return state
 
 
 def make_eval_step(spec: train_state.StateSpec, model_config: ml_collections.ConfigDict):
