@@ -1,5 +1,8 @@
 """Evaluates the dvae_shapes runs and writes results.json, loss_curves.png and recon_<q>.png.
 
+results.json keeps the entries (with their curves) of tokenizers not given here, and the plot draws
+every entry that has curves.
+
   python experiments/dvae_shapes/report.py workdirs/dvae_shapes_gumbel workdirs/dvae_shapes_vq --out=DIR
 """
 
@@ -26,20 +29,28 @@ def main():
     p.add_argument("workdirs", nargs="+")
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    results = {}
-    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 3.8))
+    # Runs not given here keep their earlier entries (one tokenizer can be retrained alone).
+    path = os.path.join(args.out, "results.json")
+    results = json.load(open(path)) if os.path.exists(path) else {}
     for wd in args.workdirs:
         ev = evaluate_dvae(wd, "validation", None, num_judged=64)
         name = ev["quantizer"]
+        # The curves travel in results.json, so a run retrained alone is still drawn beside the rest.
+        ev["curves"] = {
+            "train_mse": [[r["step"], r["mse"]] for r in read_metrics(wd, "train")],
+            "val_psnr": [[r["step"], r["psnr"]] for r in read_metrics(wd, "eval")],
+        }
         results[name] = ev
-        train = read_metrics(wd, "train")
-        ax_loss.plot([r["step"] for r in train], [r["mse"] for r in train], label=f"{name} train MSE")
-        evals = read_metrics(wd, "eval")
-        ax_psnr.plot([r["step"] for r in evals], [r["psnr"] for r in evals], "o-", label=name)
         grids = sorted(glob.glob(os.path.join(wd, "images", "recon_*.png")))
         if grids:
             shutil.copy(grids[-1], os.path.join(args.out, f"recon_{name}.png"))
-        print(json.dumps(ev))
+        print(json.dumps({k: v for k, v in ev.items() if k != "curves"}))
+    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, ev in sorted(results.items()):
+        if "curves" not in ev:  # an entry written before the curves were kept
+            continue
+        ax_loss.plot(*zip(*ev["curves"]["train_mse"]), label=f"{name} train MSE")
+        ax_psnr.plot(*zip(*ev["curves"]["val_psnr"]), "o-", label=name)
     ax_loss.set(xlabel="step", ylabel="train MSE (soft/relaxed codes)", yscale="log")
     ax_psnr.set(xlabel="step", ylabel="validation PSNR, dB (argmax codes, EMA)")
     for ax in (ax_loss, ax_psnr):
@@ -47,7 +58,7 @@ def main():
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "loss_curves.png"), dpi=100)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(results, f, indent=2)
 
 
