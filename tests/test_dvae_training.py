@@ -103,6 +103,11 @@ def test_gumbel_restarts_need_a_codebook():
     config = load("dvae", "tiny", **{"gumbel.restart_below": 0.03})
     with pytest.raises(ValueError, match="gumbel.restart_below=0.03 needs a codebook.*'conv'"):
         dvae_steps.make_train_step(None, config, {})
+    for section, extra in (("gumbel", {"model.gumbel_logits": "tied", "gumbel.restart_below": 0.03}),
+                           ("vq", {"model.quantizer": "vq"})):
+        config = load("dvae", "tiny", **{f"{section}.restart_from": "nearest", **extra})
+        with pytest.raises(ValueError, match=f"{section}.restart_from='nearest'; choose"):
+            dvae_steps.make_train_step(None, config, {})
 
 
 def test_marginal_temperature_must_be_positive():

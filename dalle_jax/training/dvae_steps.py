@@ -43,17 +43,16 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
     if not config.kl.get("marginal_temperature", 1.0) > 0:
         raise ValueError(f"kl.marginal_temperature must be positive, "
                          f"got {config.kl.marginal_temperature}")
-    if vq and config.vq.restart_from not in ("random", "error"):
-        raise ValueError(f"vq.restart_from={config.vq.restart_from!r}; choose 'random' or 'error'")
     restart_below = config.gumbel.get("restart_below", 0.0)
     gumbel_restarts = not vq and restart_below > 0
     if gumbel_restarts:
-        if config.model.get("gumbel_logits", "conv") not in ("distance", "tied"):
+        logits = config.model.get("gumbel_logits", "conv")
+        if logits not in ("distance", "tied"):
             raise ValueError(f"gumbel.restart_below={restart_below} needs a codebook to restart: "
-                             f"model.gumbel_logits 'distance' or 'tied', not "
-                             f"{config.model.get('gumbel_logits', 'conv')!r}")
-        if config.gumbel.restart_from not in ("random", "error"):
-            raise ValueError(f"gumbel.restart_from={config.gumbel.restart_from!r}; "
+                             f"model.gumbel_logits 'distance' or 'tied', not {logits!r}")
+    for section, used in (("vq", vq), ("gumbel", gumbel_restarts)):
+        if used and config[section].restart_from not in ("random", "error"):
+            raise ValueError(f"{section}.restart_from={config[section].restart_from!r}; "
                              "choose 'random' or 'error'")
 
     def step(state, images):
