@@ -18,6 +18,7 @@ from dalle_jax.models.quantizers import DistanceLogits, VectorQuantizer, nearest
 
 QUANTIZERS = ("gumbel", "vq")
 GUMBEL_LOGITS = ("conv", "distance", "tied")
+DISTANCE_LOGITS = ("distance", "tied")  # the gumbel logits that come with a codebook
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -36,7 +37,7 @@ class ImageTokenizer(nnx.Module):
         self.quantizer = quantizer
         self.vocab_size = vocab_size
         vq = quantizer == "vq"
-        distance = not vq and gumbel_logits in ("distance", "tied")
+        distance = not vq and gumbel_logits in DISTANCE_LOGITS
         self.tied = not vq and gumbel_logits == "tied"
         self.encoder = Encoder(n_hid=n_hid, n_blk_per_group=n_blk_per_group, vocab_size=vocab_size,
                                output_channels=embed_dim if vq or distance else None,

@@ -16,6 +16,7 @@ import ml_collections
 import optax
 
 from dalle_jax.models import pixels
+from dalle_jax.models.image_tokenizer import DISTANCE_LOGITS
 from dalle_jax.models.quantizers import ema_update as codebook_ema, kl_to_uniform, restart_draws
 from dalle_jax.parallel.mesh import batch_sharding
 from dalle_jax.parallel.partitioning import replicated
@@ -47,7 +48,7 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
     gumbel_restarts = not vq and restart_below > 0
     if gumbel_restarts:
         logits = config.model.get("gumbel_logits", "conv")
-        if logits not in ("distance", "tied"):
+        if logits not in DISTANCE_LOGITS:
             raise ValueError(f"gumbel.restart_below={restart_below} needs a codebook to restart: "
                              f"model.gumbel_logits 'distance' or 'tied', not {logits!r}")
     for section, used in (("vq", vq), ("gumbel", gumbel_restarts)):
@@ -110,14 +111,11 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
 
 def restart_codebook(state: dict, dead: jax.Array, vectors: jax.Array) -> dict:
     """`state` with the rows `dead` (V,) of the gumbel distance codebook set to `vectors` (V, D),
-    in the parameters and in their moving average (the optimizer's moments are kept)."""
-    state = dict(state)
+    in the parameters and in their moving average (the optimizer's moments are kept). `state` is
+    the fresh tree `train_state.apply_update` built, so its codebook entries are replaced in place."""
     for key in ("params", "ema"):
-        tree = dict(state[key])
-        distance = dict(tree["distance"])
+        distance = state[key]["distance"]
         distance["codebook"] = jnp.where(dead[:, None], vectors, distance["codebook"])
-        tree["distance"] = distance
-        state[key] = tree
     return state
 
 
