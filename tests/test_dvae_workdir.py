@@ -108,3 +108,6 @@ def test_bench_reports_throughput_against_peak():
     assert out["train_flops_per_step"] > 0 and out["matmul_peak_flops_per_s"] > 0
     assert 0 < out["train_fraction_of_peak"] == pytest.approx(
         out["train_flops_per_s"] / out["matmul_peak_flops_per_s"])
+    # The decoder phase skips the encoder's backward pass and the KL terms.
+    assert 0 < out["decoder_flops_per_step"] < 0.8 * out["train_flops_per_step"]
+    assert out["decoder_step_vs_train_step"] == pytest.approx(out["decoder_step_s"] / out["train_step_s"])

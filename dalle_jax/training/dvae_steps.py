@@ -1,5 +1,5 @@
-"""Jitted stage-1 steps: a train step (loss, AdamW, parameter EMA, VQ codebook EMA, code restarts)
-and an eval step.
+"""Jitted stage-1 steps: a train step (loss, AdamW, parameter EMA, VQ codebook EMA, code restarts),
+a decoder-only step for the optional last phase, and an eval step.
 
 Both take and return sharded global arrays: the state on the shardings of `StateSpec`, images split
 over the mesh's batch axes. The train state is donated. A non-finite loss leaves the state as it
@@ -21,7 +21,7 @@ from dalle_jax.models.quantizers import ema_update as codebook_ema, kl_to_unifor
 from dalle_jax.parallel.mesh import batch_sharding
 from dalle_jax.parallel.partitioning import replicated
 from dalle_jax.training import train_state
-from dalle_jax.training.dvae_loss import bits_per_dim, dvae_loss, usage_stats
+from dalle_jax.training.dvae_loss import bits_per_dim, code_stats, dvae_loss, usage_stats
 
 
 def likelihood_of(model_config: ml_collections.ConfigDict) -> tuple[str, float]:
@@ -101,12 +101,63 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
                        learning_rate=schedules["learning_rate"](t))
         return new, metrics
 
-    return jax.jit(
-        step,
-        in_shardings=(spec.shardings, batch_sharding(spec.mesh, 4)),
-        out_shardings=(spec.shardings, replicated(spec.mesh)),
-        donate_argnums=0,
-    )
+    return _jit_train_step(step, spec)
+
+
+def make_decoder_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
+                      schedules: dict[str, optax.Schedule]):
+    """`step(state, images_uint8) → (state, metrics)` of the decoder phase (`decoder_phase`).
+
+    Everything but the decoder (encoder, gumbel codebook) is frozen at its moving average, in the
+    parameters and in the average itself, so training codes, evaluation codes and `encode` agree;
+    a VQ codebook (in `extra`) stops moving too. The loss is the reconstruction term alone, on the
+    argmax / nearest codes; the decoder takes an AdamW step of the same optimizer.
+    """
+    likelihood, sigma = likelihood_of(config.model)
+
+    def step(state, images):
+        frozen = {k: v for k, v in state["ema"].items() if k != "decoder"}
+        params = {**state["params"], **frozen}
+        x = pixels.to_unit(images)
+        codes = spec.merge(params, state["extra"]).encode(x)
+
+        def loss_fn(decoder):
+            stats = spec.merge({**params, "decoder": decoder}, state["extra"]).decode_stats(codes)
+            nll, mse = nll_and_mse(x, stats, likelihood, sigma)
+            return jnp.mean(nll), jnp.mean(mse)
+
+        (loss, mse), decoder_grads = jax.value_and_grad(loss_fn, has_aux=True)(params["decoder"])
+        grads = {**jax.tree.map(jnp.zeros_like, frozen), "decoder": decoder_grads}
+        new = train_state.apply_update(spec, {**state, "params": params}, grads, loss,
+                                       config.optimizer.ema_decay)
+        # AdamW and the EMA also ran over the frozen parts (the optimizer state keeps one layout
+        # for both phases, so checkpoints do not change); their results are dropped here.
+        new["params"].update(frozen)
+        new["ema"].update(frozen)
+        metrics = code_stats(codes, config.model.vocab_size)
+        metrics.update(loss=loss, nll=loss, mse=mse,
+                       finite=jnp.isfinite(loss).astype(jnp.float32),
+                       grad_norm=optax.global_norm(decoder_grads),
+                       learning_rate=schedules["learning_rate"](state["step"]))
+        return new, metrics
+
+    return _jit_train_step(step, spec)
+
+
+def _jit_train_step(step, spec: train_state.StateSpec):
+    """`step(state, images)` jitted on the state's shardings, images over the batch axes, the
+    state donated."""
+    return jax.jit(step, in_shardings=(spec.shardings, batch_sharding(spec.mesh, 4)),
+                   out_shardings=(spec.shardings, replicated(spec.mesh)), donate_argnums=0)
+
+
+def nll_and_mse(x: jax.Array, stats: jax.Array, likelihood: str, sigma: float):
+    """Per image (B,): the likelihood's nats per pixel value of `x` (in [0, 1], mapped here) under
+    the decoder output `stats`, and the squared error of its reconstruction."""
+    nll = pixels.nll(pixels.map_pixels(x), stats, likelihood, sigma)
+    recon = pixels.reconstruction(pixels.split_stats(stats)[0])
+    return (jnp.sum(nll, axis=(1, 2, 3)) / math.prod(x.shape[1:]),
+            jnp.mean(jnp.square(recon - x), axis=(1, 2, 3)))
 
 
 def restart_codebook(state: dict, dead: jax.Array, vectors: jax.Array) -> dict:
@@ -136,15 +187,11 @@ def make_eval_step(spec: train_state.StateSpec, model_config: ml_collections.Con
         dims = math.prod(x.shape[1:])
         enc = model.encoder_output(x)
         codes = model.codes_of(enc)  # the encoder runs once
-        stats = model.decode_stats(codes)
-        nll = jnp.sum(pixels.nll(pixels.map_pixels(x), stats, likelihood, sigma),
-                      axis=(1, 2, 3)) / dims
+        nll, mse = nll_and_mse(x, model.decode_stats(codes), likelihood, sigma)
         if model.codebook is None:
             kl = jnp.sum(kl_to_uniform(enc), axis=(1, 2)) / dims
         else:  # a deterministic posterior against the uniform prior: ln V per position
             kl = jnp.full(x.shape[:1], codes[0].size * math.log(vocab_size) / dims)
-        mu = pixels.split_stats(stats)[0]
-        mse = jnp.mean(jnp.square(pixels.reconstruction(mu) - x), axis=(1, 2, 3))
         return {"count": jnp.float32(x.shape[0]), "mse": mse.sum(),
                 "psnr": jnp.sum(10 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10))),
                 "nll": nll.sum(), "kl": kl.sum(),

@@ -7,6 +7,7 @@ metrics, progress bar, SIGTERM).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterator
 
@@ -19,7 +20,7 @@ from dalle_jax import visualize
 from dalle_jax.models.image_tokenizer import ImageTokenizer
 from dalle_jax.models.quantizers import CodebookVar
 from dalle_jax.training import checkpoint, dvae_steps, loop, train_state
-from dalle_jax.training.schedules import dvae_schedules
+from dalle_jax.training.schedules import decoder_phase_start, dvae_schedules
 
 
 def build(config: ml_collections.ConfigDict, mesh) -> tuple[train_state.StateSpec, dict]:
@@ -36,8 +37,27 @@ def task(config: ml_collections.ConfigDict) -> loop.Task:
     """The stage-1 pieces of the shared training loop."""
 
     def train_step(spec):
-        step = dvae_steps.make_train_step(spec, config, dvae_schedules(config))
-        return lambda state, batch: step(state, batch["image"])
+        schedules = dvae_schedules(config)
+        step = dvae_steps.make_train_step(spec, config, schedules)
+        start = decoder_phase_start(config)
+        if not start:
+            return lambda state, batch: step(state, batch["image"])
+        decoder_step = dvae_steps.make_decoder_step(spec, config, schedules)
+        counter = {}  # the step on the host: reading state["step"] every step would wait for it
+
+        def either(state, batch):
+            first = "next" not in counter
+            if first:
+                counter["next"] = int(state["step"])
+            counter["next"] += 1
+            in_phase = counter["next"] > start
+            if in_phase and (first or counter["next"] == start + 1):
+                logging.info("%s step %d: the decoder alone, on the frozen encoder's codes",
+                             "resuming in the phase that began at" if counter["next"] > start + 1
+                             else "from", start + 1)
+            return (decoder_step if in_phase else step)(state, batch["image"])
+
+        return either
 
     compiled = {}
 

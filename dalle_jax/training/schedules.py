@@ -24,10 +24,35 @@ def cosine(start: float, end: float, steps: int) -> optax.Schedule:
 
 def dvae_schedules(config: ml_collections.ConfigDict) -> dict[str, optax.Schedule]:
     """{'learning_rate', 'temperature', 'beta', 'noise_scale'} of a dVAE config."""
-    o, g, k = config.optimizer, config.gumbel, config.kl
+    g, k = config.gumbel, config.kl
     return {
-        "learning_rate": cosine(o.learning_rate, o.end_learning_rate, o.decay_steps),
+        "learning_rate": dvae_learning_rate(config),
         "temperature": cosine(g.start_temperature, g.end_temperature, g.anneal_steps),
         "beta": cosine(k.start_beta, k.end_beta, k.anneal_steps),
         "noise_scale": cosine(g.start_noise, g.end_noise, g.noise_steps),
     }
+
+
+def dvae_learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Cosine `learning_rate` → `end_learning_rate` over `decay_steps`; with a decoder phase
+    (`decoder_phase.from_step` > 0) it restarts there at `decoder_phase.learning_rate` and falls by
+    its own cosine to `end_learning_rate` at `decay_steps`."""
+    o = config.optimizer
+    main = cosine(o.learning_rate, o.end_learning_rate, o.decay_steps)
+    start = decoder_phase_start(config)
+    if not start:
+        return main
+    if start >= o.decay_steps:
+        raise ValueError(f"decoder_phase.from_step={start} must come before "
+                         f"optimizer.decay_steps={o.decay_steps}")
+    phase = cosine(config.decoder_phase.learning_rate, o.end_learning_rate, o.decay_steps - start)
+    return optax.join_schedules([main, phase], [start])
+
+
+def decoder_phase_start(config: ml_collections.ConfigDict) -> int:
+    """The step from which a stage-1 run trains its decoder alone (0: never; configs older than
+    the option have none)."""
+    start = config.get("decoder_phase", {}).get("from_step", 0)
+    if start < 0:
+        raise ValueError(f"decoder_phase.from_step must be 0 (off) or a step, got {start}")
+    return int(start)

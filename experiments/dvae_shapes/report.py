@@ -40,6 +40,8 @@ def main():
             "train_mse": [[r["step"], r["mse"]] for r in read_metrics(wd, "train")],
             "val_psnr": [[r["step"], r["psnr"]] for r in read_metrics(wd, "eval")],
         }
+        with open(os.path.join(wd, "config.json")) as f:
+            ev["decoder_phase_from"] = json.load(f).get("decoder_phase", {}).get("from_step", 0)
         results[name] = ev
         grids = sorted(glob.glob(os.path.join(wd, "images", "recon_*.png")))
         if grids:
@@ -50,8 +52,11 @@ def main():
         if "curves" not in ev:  # an entry written before the curves were kept
             continue
         ax_loss.plot(*zip(*ev["curves"]["train_mse"]), label=f"{name} train MSE")
-        ax_psnr.plot(*zip(*ev["curves"]["val_psnr"]), "o-", label=name)
-    ax_loss.set(xlabel="step", ylabel="train MSE (soft/relaxed codes)", yscale="log")
+        line, = ax_psnr.plot(*zip(*ev["curves"]["val_psnr"]), "o-", label=name)
+        if ev.get("decoder_phase_from"):
+            ax_psnr.axvline(ev["decoder_phase_from"], ls=":", color=line.get_color(),
+                            label=f"{name}: decoder alone from here")
+    ax_loss.set(xlabel="step", ylabel="train MSE", yscale="log")
     ax_psnr.set(xlabel="step", ylabel="validation PSNR, dB (argmax codes, EMA)")
     for ax in (ax_loss, ax_psnr):
         ax.legend()
