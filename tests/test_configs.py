@@ -6,6 +6,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from dalle_jax.training.schedules import dvae_schedules
+
 CONFIG_FILES = sorted(glob.glob("configs/*.py"))
 
 
@@ -45,6 +47,8 @@ def test_quickstart_stages_fit_together(preset):
     assert dvae.data.shapes.to_dict() == clip.data.shapes.to_dict()  # the same scenes
     assert _parse(f"--config=configs/quickstart.py:{preset}",
                   "--config.dalle.train.num_steps=7").dalle.train.num_steps == 7
+    # The stage-1 schedules build (a preset's decoder phase must fit the stage's shorter run).
+    assert float(dvae_schedules(dvae)["learning_rate"](0)) == pytest.approx(dvae.optimizer.learning_rate)
 
 
 def test_overrides_apply_with_types():
