@@ -41,7 +41,8 @@ if [ -n "${DVAE_FROM:-}" ] && [ ! -d "$W/dvae" ]; then cp -r "$DVAE_FROM" "$W/dv
 # shellcheck disable=SC2086
 $PY -m dalle_jax.train --config=configs/dvae.py:shapes --workdir="$W/dvae" \
   --config.data.data_dir="$DATA" --config.model.quantizer=vq --config.optimizer.learning_rate=2e-3 \
-  --config.optimizer.grad_clip_norm=0 $DVAE_STEPS > "$W/dvae.log" 2>&1
+  --config.optimizer.grad_clip_norm=0 --config.decoder_phase.from_step=0 $DVAE_STEPS \
+  > "$W/dvae.log" 2>&1
 marks+=("$(stamp dvae)")
 $PY -m dalle_jax.data encode --dvae_workdir="$W/dvae" --dataset=shapes --data_dir="$DATA" \
   --out_data_dir="$W/codes" > "$W/codes.json"
