@@ -10,9 +10,9 @@ import pytest
 from flax import nnx
 
 from dalle_jax.models import pixels
-from dalle_jax.models.dvae import Encoder, ResBlock
+from dalle_jax.models.dvae import Encoder, ResBlock, max_pool_2x2
 from dalle_jax.models.image_tokenizer import ImageTokenizer
-from dalle_jax.models.quantizers import (DistanceLogits, ema_update, gumbel_softmax,
+from dalle_jax.models.quantizers import (DistanceLogits, draw_proportional, ema_update, gumbel_softmax,
                                          kl_to_uniform, marginal_kl_to_uniform, nearest_codes,
                                          straight_through)
 from dalle_jax.training.schedules import cosine
@@ -70,6 +70,17 @@ def test_encoder_downsamples_by_eight_and_names_bad_shapes():
         enc(jnp.zeros((1, 20, 20, 3)))
     with pytest.raises(ValueError, match="channels|3\\)"):
         enc(jnp.zeros((1, 16, 16, 1)))
+
+
+def test_max_pool_is_reduce_window_max_with_a_masked_gradient():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
+    np.testing.assert_array_equal(max_pool_2x2(x), nnx.max_pool(x, (2, 2), strides=(2, 2)))
+    g = jax.random.normal(jax.random.key(1), (2, 4, 3, 3))
+    grad = jax.grad(lambda v: jnp.sum(max_pool_2x2(v) * g))(x)
+    ref = jax.grad(lambda v: jnp.sum(nnx.max_pool(v, (2, 2), strides=(2, 2)) * g))(x)
+    np.testing.assert_array_equal(grad, ref)  # no ties in random inputs
+    tied = jax.grad(lambda v: jnp.sum(max_pool_2x2(v)))(jnp.zeros((1, 2, 2, 1)))
+    np.testing.assert_allclose(tied, 0.25)  # a tie shares the gradient
 
 
 def test_bad_quantizer_is_named():
@@ -245,6 +256,27 @@ def test_restarts_drawn_by_error_pick_the_badly_coded_vectors():
     _, _, uniform_book, _ = ema_update(counts, sums, z, codes, jax.random.key(0), decay=0.0,
                                        eps=0.0, restart_below=0.5)
     assert np.all(np.isclose(np.asarray(uniform_book[1:]), [9.0, 9.0]), axis=1).mean() < 0.85
+
+
+def test_draw_proportional_follows_the_weights():
+    weights = jnp.array([0.0, 1.0, 3.0, 0.0, 4.0])
+    picks = np.asarray(draw_proportional(jax.random.key(0), weights, 40_000))
+    assert picks.dtype == np.int32
+    freq = np.bincount(picks, minlength=5) / picks.size
+    np.testing.assert_allclose(freq, [0, 0.125, 0.375, 0, 0.5], atol=0.01)
+    assert freq[0] == freq[3] == 0  # a zero weight is never drawn
+    flat = np.bincount(np.asarray(draw_proportional(jax.random.key(1), jnp.zeros(4), 40_000)),
+                       minlength=4) / 40_000
+    np.testing.assert_allclose(flat, 0.25, atol=0.01)  # no weight at all: uniform
+
+
+def test_gumbel_noise_is_skipped_only_at_scale_zero():
+    logits = jax.random.normal(jax.random.key(0), (16, 10))
+    rng = jax.random.key(1)
+    draw = jax.jit(lambda s: gumbel_softmax(logits, 0.5, rng, noise_scale=s))
+    np.testing.assert_allclose(draw(0.0), jax.nn.softmax(logits / 0.5), rtol=1e-5)
+    noisy = jax.nn.softmax((logits + 0.3 * jax.random.gumbel(rng, logits.shape)) / 0.5)
+    np.testing.assert_allclose(draw(0.3), noisy, rtol=1e-5)  # traced scale: the same draw
 
 
 def test_cosine_schedules_fall_and_rise():

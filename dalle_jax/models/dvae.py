@@ -68,6 +68,17 @@ class ResBlock(nnx.Module):
         return identity + self.post_gain * h
 
 
+def max_pool_2x2(x_bhwc: jax.Array) -> jax.Array:
+    """2× max-pooling, (B, H, W, C) → (B, H/2, W/2, C), as a max over a reshape.
+
+    The same values as `lax.reduce_window`, whose gradient XLA's CPU backend builds from index
+    arrays of the input's full shape (a fifth of a `shapes` training step); this one's gradient is
+    an elementwise mask (shared equally among tied maxima, which `reduce_window` gives to one).
+    """
+    b, h, w, c = x_bhwc.shape
+    return jnp.max(x_bhwc.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
 ENCODER_KERNELS = (3, 3, 3, 1)
 DECODER_KERNELS = (1, 3, 3, 3)
 
@@ -113,7 +124,7 @@ class Encoder(nnx.Module):
         for g in range(GROUPS):
             h = _run_group(self.groups[f"group_{g + 1}"], h)
             if g < GROUPS - 1:
-                h = nnx.max_pool(h, (2, 2), strides=(2, 2))  # (B, H/2^(g+1), W/2^(g+1), C)
+                h = max_pool_2x2(h)  # (B, H/2^(g+1), W/2^(g+1), C)
         return self.output(jax.nn.relu(h).astype(jnp.float32))
 
 

@@ -33,7 +33,7 @@ def gumbel_softmax(logits: jax.Array, temperature: jax.Array, rng: jax.Array, *,
     gives softmax(logits / τ) itself, whose hard form is the noiseless argmax used at encoding.
     `reinmax` (implies `hard`): the one-hot forward with ReinMax's gradient instead (`reinmax`).
     """
-    g = noise_scale * jax.random.gumbel(rng, logits.shape, logits.dtype)
+    g = _scaled_gumbel(rng, logits, noise_scale)
     y = jax.nn.softmax((logits + g) / temperature, axis=-1)
     if hard or reinmax:
         one_hot = jax.nn.one_hot(jnp.argmax(y, axis=-1), y.shape[-1], dtype=y.dtype)
@@ -41,6 +41,17 @@ def gumbel_softmax(logits: jax.Array, temperature: jax.Array, rng: jax.Array, *,
             return reinmax_one_hot(logits, one_hot, temperature)
         y = y + jax.lax.stop_gradient(one_hot - y)
     return y
+
+
+def _scaled_gumbel(rng: jax.Array, logits: jax.Array, noise_scale: jax.Array | float) -> jax.Array:
+    """`noise_scale` × gumbel noise shaped like `logits`; zeros, without drawing, where the scale
+    is 0 (the noiseless end of a faded schedule, most of a `shapes` run)."""
+    def draw():
+        return noise_scale * jax.random.gumbel(rng, logits.shape, logits.dtype)
+
+    if isinstance(noise_scale, (int, float)):
+        return draw() if noise_scale else jnp.zeros_like(logits)
+    return jax.lax.cond(noise_scale != 0, draw, lambda: jnp.zeros_like(logits))
 
 
 def reinmax_one_hot(logits: jax.Array, one_hot: jax.Array, temperature: jax.Array) -> jax.Array:
@@ -166,8 +177,19 @@ def restart_draws(counts: jax.Array, codes: jax.Array, rng: jax.Array, *, decay:
     if errors is None:
         picks = jax.random.randint(rng, (vocab,), 0, n)
     else:
-        picks = jax.random.categorical(rng, jnp.log(jnp.maximum(errors, 1e-12)), shape=(vocab,))
+        picks = draw_proportional(rng, errors, vocab)
     return jnp.where(dead, threshold, counts), dead, picks, threshold
+
+
+def draw_proportional(rng: jax.Array, weights: jax.Array, num: int) -> jax.Array:
+    """`num` indices into `weights` (N,) ≥ 0, drawn with replacement in proportion to them
+    (uniformly where all are 0), by inverting their cumulative sum: N + num log N work, where a
+    categorical draw would take num × N gumbel samples."""
+    n = weights.shape[0]
+    cdf = jnp.cumsum(jnp.maximum(weights, 0).astype(jnp.float32))
+    cdf = jnp.where(cdf[-1] > 0, cdf, jnp.arange(1, n + 1, dtype=jnp.float32))
+    u = jax.random.uniform(rng, (num,), jnp.float32) * cdf[-1]
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1).astype(jnp.int32)
 
 
 def ema_update(counts: jax.Array, sums: jax.Array, z: jax.Array, codes: jax.Array,
