@@ -94,7 +94,9 @@ def apply_update(spec: StateSpec, state: dict, grads: dict, loss: jax.Array, ema
     """The next state: the optimizer's update, the parameter EMA and `extra` (default: kept).
 
     A non-finite loss keeps the old params, optimizer state, EMA and extra; the step (and so the
-    data) advances either way. `update_args` go to the optimizer (e.g. `value=loss`).
+    data) advances either way, and so do the optimizer's schedule counters, so that learning-rate
+    schedules keep following the step as the other schedules do. `update_args` go to the optimizer
+    (e.g. `value=loss`).
     """
     updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"], **update_args)
     params = optax.apply_updates(state["params"], updates)
@@ -103,9 +105,12 @@ def apply_update(spec: StateSpec, state: dict, grads: dict, loss: jax.Array, ema
            "ema": ema_update(state["ema"], params, ema_decay, t),
            "extra": state["extra"] if extra is None else extra}
     finite = jnp.isfinite(loss)
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-    new["step"] = t + 1
-    return new
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    kept["step"] = t + 1
+    kept["opt_state"] = jax.tree.map(
+        lambda k, n: n if isinstance(k, optax.ScaleByScheduleState) else k,
+        kept["opt_state"], opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
+    return kept
 
 
 def abstract_state(spec: StateSpec, state_like: dict) -> dict:
