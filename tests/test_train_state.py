@@ -1,10 +1,11 @@
-"""The shared update of a train state: a skipped (non-finite) update keeps the state but not the
-learning-rate schedule behind the step."""
+"""The shared update of a train state and the loop's check of it: a skipped (non-finite) update
+keeps the state but not the learning-rate schedule behind the step; the check names the step."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from dalle_jax.parallel.mesh import make_mesh
@@ -30,3 +31,25 @@ def test_a_skipped_update_keeps_the_state_and_the_schedule_follows_the_step():
     applied = train_state.apply_update(spec, skipped, grads, jnp.float32(1.0), 0.5)
     # Adam's first step moves by the learning rate: the schedule's value at step 1, not step 0.
     np.testing.assert_allclose(applied["params"]["w"], [-0.5], rtol=1e-5)
+
+
+def test_finiteness_is_read_one_step_late_and_names_the_step():
+    from dalle_jax.training.loop import FinitenessCheck, NonFiniteLoss
+
+    ok, bad = {"finite": jnp.float32(1.0)}, {"finite": jnp.float32(0.0)}
+    check = FinitenessCheck("stop")
+    check.push(1, ok)
+    check.push(2, bad)  # held, not yet read: the host goes on to dispatch step 3
+    with pytest.raises(NonFiniteLoss, match="at step 2"):
+        check.push(3, ok)
+    check = FinitenessCheck("stop")
+    check.push(1, bad)
+    with pytest.raises(NonFiniteLoss, match="at step 1"):
+        check.settle()  # before logging or saving step 1
+    skip = FinitenessCheck("skip")
+    for step, m in enumerate([ok, bad, bad, ok], start=1):
+        skip.push(step, m)
+    skip.settle()
+    assert skip.skipped == 2
+    with pytest.raises(ValueError, match="on_nonfinite='ignore'"):
+        FinitenessCheck("ignore")

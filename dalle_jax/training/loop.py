@@ -2,10 +2,12 @@
 
 Prepares the data, gets the workdir's tokenizer, saves the config, builds the state straight onto
 the mesh or restores the newest checkpoint (state and data iterator), then steps with a progress
-bar: train metrics every `log_every`, validation (`task.evaluate`) every `eval_every`, images
+bar: train metrics (with `steps_per_s`, the training steps per second since the last log,
+evaluation or save) every `log_every`, validation (`task.evaluate`) every `eval_every`, images
 (`task.images`) every `image_every`, checkpoints every `checkpoint_every` and at the end. A
-non-finite loss stops the run naming the step, or (`on_nonfinite='skip'`) is skipped and counted.
-SIGTERM (a TPU preemption) saves a checkpoint and returns. Re-running resumes.
+non-finite loss stops the run naming the step, or (`on_nonfinite='skip'`) is skipped and counted;
+each step's flag is read one step late, so the host never waits between steps. SIGTERM (a TPU
+preemption) saves a checkpoint and returns. Re-running resumes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import logging
 import os
 import signal
+import time
 from typing import Callable, Iterator
 
 import jax
@@ -29,6 +32,39 @@ from dalle_jax.training.metrics import MetricWriter
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class FinitenessCheck:
+    """Reads each step's `finite` flag one step late: reading it blocks the host until the step is
+    computed, so the check of step N waits until step N + 1 is dispatched and the host is not idle
+    between steps. `settle` reads the pending flag at once (before logging, evaluating or saving).
+    A non-finite loss raises `NonFiniteLoss` naming its step (`on_nonfinite='stop'`) or is counted
+    in `skipped` ('skip'; the step left the state as it was)."""
+
+    def __init__(self, on_nonfinite: str):
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"train.on_nonfinite={on_nonfinite!r}; choose 'stop' or 'skip'")
+        self.stop = on_nonfinite == "stop"
+        self.skipped = 0
+        self._pending = None
+
+    def push(self, step: int, metrics: dict) -> None:
+        """Settles the previous step, then holds this one's flag."""
+        self.settle()
+        self._pending = (step, metrics["finite"])
+
+    def settle(self) -> None:
+        """Reads the held flag, if any."""
+        if self._pending is None:
+            return
+        step, finite = self._pending
+        self._pending = None
+        if not float(finite):
+            if self.stop:
+                raise NonFiniteLoss(f"non-finite training loss at step {step}; stopping without "
+                                    "saving it (train.on_nonfinite='skip' skips such updates "
+                                    "instead)")
+            self.skipped += 1
 
 
 @dataclasses.dataclass
@@ -79,8 +115,7 @@ def eval_batches(config, tokenizer, mesh, prepared) -> Iterator[dict]:
 def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
     """Trains until `config.train.num_steps`; returns the last validation metrics."""
     t = config.train
-    if t.on_nonfinite not in ("stop", "skip"):
-        raise ValueError(f"train.on_nonfinite={t.on_nonfinite!r}; choose 'stop' or 'skip'")
+    finiteness = FinitenessCheck(t.on_nonfinite)
     mesh = make_mesh(dict(config.mesh))
     prepared = pipeline.prepare_data(config.data)
     tokenizer = pipeline.ensure_tokenizer(config, workdir, prepared)
@@ -102,7 +137,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
     stop = {"signal": None}
     previous = signal.signal(signal.SIGTERM, lambda sig, _: stop.update(signal=sig))
     last_eval: dict = {}
-    skipped = 0
     logging.info("training %s from step %d to %d in %s", task.name, start, t.num_steps, workdir)
     try:
         with tqdm(total=t.num_steps, initial=start, desc=task.name, unit="step",
@@ -112,28 +146,36 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
                 state, metrics = step_fn(state, batch)
                 if step == start + 1:
                     release_freed_memory()  # what compiling the step left behind
-                if not float(metrics["finite"]):
-                    if t.on_nonfinite == "stop":
-                        raise NonFiniteLoss(f"non-finite training loss at step {step}; the state "
-                                            f"of step {step - 1} is kept (train.on_nonfinite='skip' "
-                                            "skips such updates instead)")
-                    skipped += 1
+                    clock = (step, time.perf_counter())  # throughput counts from here
+                finiteness.push(step, metrics)
                 bar.update(1)
-                if step % t.log_every == 0 or step == t.num_steps:
+                last = step == t.num_steps
+                log = step % t.log_every == 0 or last
+                evaluate = step % t.eval_every == 0 or last
+                images = bool(primary and task.images and t.image_every
+                              and (step % t.image_every == 0 or last))
+                signalled = bool(stop["signal"])
+                save = step % t.checkpoint_every == 0 or last or signalled
+                if log or evaluate or images or save:
+                    finiteness.settle()  # nothing non-finite is logged, evaluated or saved unseen
+                if log:
                     values = jax.device_get(metrics)
-                    values["skipped_updates"] = skipped
+                    values["skipped_updates"] = finiteness.skipped
+                    if step > clock[0]:  # training steps per second since the last mark
+                        values["steps_per_s"] = (step - clock[0]) / (time.perf_counter() - clock[1])
                     record = writer.write(step, "train", values)
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
-                if step % t.eval_every == 0 or step == t.num_steps:
+                if evaluate:
                     last_eval = task.evaluate(spec, state,
                                               eval_batches(config, tokenizer, mesh, prepared))
                     writer.write(step, "eval", last_eval)
-                if primary and task.images and t.image_every and (step % t.image_every == 0
-                                                      or step == t.num_steps):
+                if images:
                     task.images(spec, state, batch, os.path.join(workdir, "images"), step)
-                if step % t.checkpoint_every == 0 or step == t.num_steps or stop["signal"]:
+                if save:
                     ckpt.save(step, state, loader.get_state(), force=True)
-                if stop["signal"]:
+                if log or evaluate or images or save:
+                    clock = (step, time.perf_counter())  # evaluation and saving are not steps
+                if signalled:
                     logging.warning("SIGTERM: saved step %d, exiting", step)
                     break
     finally:
