@@ -72,7 +72,7 @@ def max_pool_2x2(x_bhwc: jax.Array) -> jax.Array:
     """2× max-pooling, (B, H, W, C) → (B, H/2, W/2, C), as a max over a reshape.
 
     The same values as `lax.reduce_window`, whose gradient XLA's CPU backend builds from index
-    arrays of the input's full shape (a fifth of a `shapes` training step); this one's gradient is
+    arrays of the input's full shape (a seventh of a `shapes` step's op time); this one's gradient is
     an elementwise mask (shared equally among tied maxima, which `reduce_window` gives to one).
     """
     b, h, w, c = x_bhwc.shape
