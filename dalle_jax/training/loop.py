@@ -156,7 +156,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
                               and (step % t.image_every == 0 or last))
                 signalled = bool(stop["signal"])
                 save = step % t.checkpoint_every == 0 or last or signalled
-                if log or evaluate or images or save:
+                boundary = log or evaluate or images or save
+                if boundary:
                     finiteness.settle()  # nothing non-finite is logged, evaluated or saved unseen
                 if log:
                     values = jax.device_get(metrics)
@@ -173,7 +174,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
                     task.images(spec, state, batch, os.path.join(workdir, "images"), step)
                 if save:
                     ckpt.save(step, state, loader.get_state(), force=True)
-                if log or evaluate or images or save:
+                if boundary:
                     clock = (step, time.perf_counter())  # evaluation and saving are not steps
                 if signalled:
                     logging.warning("SIGTERM: saved step %d, exiting", step)
