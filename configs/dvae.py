@@ -114,8 +114,9 @@ def _base() -> ml_collections.ConfigDict:
     # `encode` and evaluation use, and the decoder learns to decode exactly the codes the
     # transformer will see (a `tied` codebook, the decoder's input vectors, stays frozen too:
     # it decides the codes); the learning rate restarts at `learning_rate` and falls by cosine
-    # to optimizer.end_learning_rate at optimizer.decay_steps.
-    c.decoder_phase = ml_collections.ConfigDict(dict(from_step=0, learning_rate=1e-3))
+    # to optimizer.end_learning_rate at `end_step` (0: at optimizer.decay_steps; a later end_step
+    # cuts the joint cosine short at from_step).
+    c.decoder_phase = ml_collections.ConfigDict(dict(from_step=0, learning_rate=1e-3, end_step=0))
     c.train = config_parts.train_config(num_steps=1_200_000)
     # Logical axis → mesh axis; parameters shard their output channels over `fsdp`.
     c.partitioning = ml_collections.ConfigDict(dict(

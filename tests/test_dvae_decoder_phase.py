@@ -71,11 +71,27 @@ def test_learning_rate_restarts_at_the_decoder_phase():
     assert float(lr(100)) == pytest.approx(1e-5, rel=1e-5)
 
 
+def test_decoder_phase_can_cut_the_joint_cosine_short():
+    base = {"optimizer.learning_rate": 3e-3, "optimizer.end_learning_rate": 1e-5,
+            "optimizer.decay_steps": 100}
+    lr = dvae_schedules(load("dvae", "tiny", **base, **{
+        "decoder_phase.from_step": 60, "decoder_phase.end_step": 150,
+        "decoder_phase.learning_rate": 2e-3}))["learning_rate"]
+    main = dvae_schedules(load("dvae", "tiny", **base))["learning_rate"]
+    assert float(lr(59)) == pytest.approx(float(main(59)), rel=1e-6)  # the joint cosine over 100
+    assert float(lr(60)) == pytest.approx(2e-3, rel=1e-6)
+    assert float(lr(105)) == pytest.approx(1e-5 + (2e-3 - 1e-5) / 2, rel=1e-5)  # half of 60..150
+    assert float(lr(150)) == pytest.approx(1e-5, rel=1e-5)
+
+
 @pytest.mark.parametrize("from_step,message", [
     (100, "decoder_phase.from_step=100 must come before optimizer.decay_steps=100"),
-    (-1, "decoder_phase.from_step must be 0 .off. or a step, got -1")])
+    (-1, "decoder_phase.from_step must be 0 .off. or a step, got -1"),
+    ((60, 50), "decoder_phase.from_step=60 must come before decoder_phase.end_step=50")])
 def test_bad_decoder_phase_is_named(from_step, message):
-    config = load("dvae", "tiny", **{"optimizer.decay_steps": 100, "decoder_phase.from_step": from_step})
+    from_step, end_step = from_step if isinstance(from_step, tuple) else (from_step, 0)
+    config = load("dvae", "tiny", **{"optimizer.decay_steps": 100, "decoder_phase.from_step": from_step,
+                                     "decoder_phase.end_step": end_step})
     with pytest.raises(ValueError, match=message):
         dvae_schedules(config)
 

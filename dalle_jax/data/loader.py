@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Iterator
+from typing import Iterator
 
 import grain
 from absl import flags
@@ -20,24 +20,15 @@ import numpy as np
 from jax.sharding import Mesh
 from PIL import Image
 
+from dalle_jax.data.cache import DecodedRecords
 from dalle_jax.data.captions import caption_lines
 from dalle_jax.data.imaging import resize_center_crop
+from dalle_jax.data.records import lookup_field
 from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.parallel.mesh import batch_sharding, num_batch_shards
 
 # Batch fields that go to devices; `caption` stays on the host as strings.
 DEVICE_FIELDS = ("image", "codes", "text")
-
-
-def lookup_field(example: dict, key: str) -> Any:
-    """`example['a']['b']` for key 'a/b'; a KeyError names the key and what is there."""
-    value = example
-    for part in key.split("/"):
-        if not isinstance(value, dict) or part not in value:
-            have = sorted(value) if isinstance(value, dict) else type(value).__name__
-            raise KeyError(f"field {key!r} not in example (has {have})")
-        value = value[part]
-    return value
 
 
 @dataclasses.dataclass
@@ -95,6 +86,8 @@ class Loader:
       bpe_dropout: probability of skipping each BPE merge of a caption (training only; 0: off).
       caption_dropout: probability of replacing a caption's tokens by padding only (training only;
         0: off), which teaches the model the unconditional logits of classifier-free guidance.
+      cache: decode this process's records once and keep them in memory (`cache.DecodedRecords`;
+        same batches, same iterator state); for small images read many times.
       process_index, process_count: this host's share (default: from JAX).
     """
 
@@ -114,6 +107,7 @@ class Loader:
         caption_key: str = "caption",
         bpe_dropout: float = 0.0,
         caption_dropout: float = 0.0,
+        cache: bool = False,
         process_index: int | None = None,
         process_count: int | None = None,
     ):
@@ -145,7 +139,12 @@ class Loader:
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // process_count
 
-        ds = grain.MapDataset.source(source)[process_index::process_count]
+        if cache:
+            source = DecodedRecords(source, range(process_index, len(source), process_count),
+                                    image_key=image_key, caption_key=caption_key)
+            ds = grain.MapDataset.source(source)
+        else:
+            ds = grain.MapDataset.source(source)[process_index::process_count]
         local_records = len(ds)
         if local_records < self.local_batch_size:
             raise ValueError(

@@ -16,7 +16,8 @@ from jax.sharding import Mesh
 
 from dalle_jax.data import registry, sources
 from dalle_jax.data.captions import caption_lines
-from dalle_jax.data.loader import Loader, lookup_field
+from dalle_jax.data.loader import Loader
+from dalle_jax.data.records import lookup_field
 from dalle_jax.data.tokenizer import TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -93,9 +94,11 @@ def make_loader(
     shuffle: bool = True,
     bpe_dropout: float = 0.0,
     caption_dropout: float = 0.0,
+    cache: bool = False,
 ) -> Loader:
     """A `Loader` over `split` configured by `config.data`; `bpe_dropout` and `caption_dropout`
-    for training captions."""
+    for training captions, `cache` (the records decoded once, in memory) for a split read many
+    times."""
     data = config.data
     return Loader(
         open_split(data, split, prepared),
@@ -111,4 +114,5 @@ def make_loader(
         caption_key=data.caption_key,
         bpe_dropout=bpe_dropout,
         caption_dropout=caption_dropout,
+        cache=cache,
     )

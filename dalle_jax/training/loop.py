@@ -128,7 +128,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
     loader = pipeline.make_loader(config, config.data.train_split, tokenizer, mesh=mesh,
                                   prepared=prepared,
                                   bpe_dropout=config.text.get("bpe_dropout", 0.0),
-                                  caption_dropout=config.text.get("caption_dropout", 0.0))
+                                  caption_dropout=config.text.get("caption_dropout", 0.0),
+                                  cache=config.data.get("cache", False))
     if data_state is not None:
         loader.set_state(data_state)
     writer = MetricWriter(workdir, tensorboard=t.tensorboard, resume_step=start if start else None,

@@ -36,16 +36,19 @@ def dvae_schedules(config: ml_collections.ConfigDict) -> dict[str, optax.Schedul
 def dvae_learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
     """Cosine `learning_rate` → `end_learning_rate` over `decay_steps`; with a decoder phase
     (`decoder_phase.from_step` > 0) it restarts there at `decoder_phase.learning_rate` and falls by
-    its own cosine to `end_learning_rate` at `decay_steps`."""
+    its own cosine to `end_learning_rate` at `decoder_phase.end_step` (0: at `decay_steps`), so the
+    joint cosine may be cut before its end."""
     o = config.optimizer
     main = cosine(o.learning_rate, o.end_learning_rate, o.decay_steps)
     start = decoder_phase_start(config)
     if not start:
         return main
-    if start >= o.decay_steps:
-        raise ValueError(f"decoder_phase.from_step={start} must come before "
-                         f"optimizer.decay_steps={o.decay_steps}")
-    phase = cosine(config.decoder_phase.learning_rate, o.end_learning_rate, o.decay_steps - start)
+    end = int(config.decoder_phase.get("end_step", 0)) or o.decay_steps
+    what = (f"decoder_phase.end_step={end}" if config.decoder_phase.get("end_step", 0)
+            else f"optimizer.decay_steps={end}")
+    if start >= end:
+        raise ValueError(f"decoder_phase.from_step={start} must come before {what}")
+    phase = cosine(config.decoder_phase.learning_rate, o.end_learning_rate, end - start)
     return optax.join_schedules([main, phase], [start])
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from dalle_jax.data import sources
 from dalle_jax.data.captions import caption_lines
 from dalle_jax.data.imaging import resize_center_crop
-from dalle_jax.data.loader import lookup_field
+from dalle_jax.data.records import lookup_field
 from dalle_jax.data.local_info import LocalDatasetInfo
 from dalle_jax.data.summary import prepared_summary
 
