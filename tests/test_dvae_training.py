@@ -79,9 +79,12 @@ def data_dir(tmp_path_factory):
 def test_resume_continues_the_same_curve(tmp_path, data_dir):
     straight = load("dvae", "tiny", **{"data.data_dir": data_dir})
     _run(straight, tmp_path / "straight")
-    stopped = load("dvae", "tiny", **{"data.data_dir": data_dir, "train.num_steps": 3})
+    # The resumed run reads its images from memory (data.cache): the same batches all the same.
+    stopped = load("dvae", "tiny", **{"data.data_dir": data_dir, "train.num_steps": 3,
+                                      "data.cache": True})
     _run(stopped, tmp_path / "resumed")
-    _run(straight, tmp_path / "resumed")  # the same command again, 3 → 6
+    _run(load("dvae", "tiny", **{"data.data_dir": data_dir, "data.cache": True}),
+         tmp_path / "resumed")  # the same command again, 3 → 6
     want = read_metrics(tmp_path / "straight", "train")
     got = read_metrics(tmp_path / "resumed", "train")
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
