@@ -14,9 +14,10 @@ PY=${PYTHON:-python}
 DATA=${DATA:-data}
 HERE=experiments/dvae_shapes
 QUANTIZERS=${QUANTIZERS:-vq gumbel}
-# A shorter run keeps the preset's proportions: the decoder alone for its last third.
-STEPS=${STEPS:+--config.train.num_steps=$STEPS --config.optimizer.decay_steps=$STEPS --config.decoder_phase.from_step=$((STEPS * 2 / 3))}
-# The preset's recipe is the gumbel one (18,000 steps); the VQ run takes twice its learning rate,
+# A shorter run keeps the preset's proportions: a joint cosine over 9/10 of the steps cut at 3/5,
+# then the decoder alone for the last 2/5 with its own cosine to the end.
+STEPS=${STEPS:+--config.train.num_steps=$STEPS --config.optimizer.decay_steps=$((STEPS * 9 / 10)) --config.decoder_phase.from_step=$((STEPS * 3 / 5)) --config.decoder_phase.end_step=$STEPS}
+# The preset's recipe is the gumbel one (20,000 steps); the VQ run takes twice its learning rate,
 # unclipped, for 18,000 steps (its faster steps fit them in the half hour).
 VQ_FLAGS=${VQ_FLAGS:---config.optimizer.learning_rate=2e-3 --config.optimizer.grad_clip_norm=0 --config.train.num_steps=18000 --config.optimizer.decay_steps=18000}
 mkdir -p workdirs
