@@ -43,11 +43,11 @@ def dvae_learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
     start = decoder_phase_start(config)
     if not start:
         return main
-    end = int(config.decoder_phase.get("end_step", 0)) or o.decay_steps
-    what = (f"decoder_phase.end_step={end}" if config.decoder_phase.get("end_step", 0)
-            else f"optimizer.decay_steps={end}")
+    end_step = int(config.decoder_phase.get("end_step", 0))
+    end, name = ((end_step, "decoder_phase.end_step") if end_step
+                 else (o.decay_steps, "optimizer.decay_steps"))
     if start >= end:
-        raise ValueError(f"decoder_phase.from_step={start} must come before {what}")
+        raise ValueError(f"decoder_phase.from_step={start} must come before {name}={end}")
     phase = cosine(config.decoder_phase.learning_rate, o.end_learning_rate, end - start)
     return optax.join_schedules([main, phase], [start])
 
