@@ -1,4 +1,5 @@
-"""Loader: determinism, exact resume from a saved state, sharding on 8 fake devices, field mapping."""
+"""Loader: determinism, exact resume from a saved state, sharding on 8 fake devices, field mapping,
+and `cache` (records decoded once into memory: the same batches)."""
 
 import os
 
@@ -6,8 +7,10 @@ import jax
 import numpy as np
 import pytest
 
+from dalle_jax.data.cache import DecodedRecords
 from dalle_jax.data.captions import caption_lines
 from dalle_jax.data.loader import Loader
+from dalle_jax.data.records import record_of
 from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.parallel.mesh import make_mesh
 from tests.helpers.records import records as _records
@@ -100,28 +103,72 @@ def test_caption_dropout_gives_empty_text_at_its_rate_and_keeps_the_caption(toke
         _loader(tokenizer, caption_dropout=1.0)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_restore_state_continues_exactly(tokenizer, workers):
+@pytest.mark.parametrize("workers,cache", [(0, False), (2, False), (0, True)])
+def test_restore_state_continues_exactly(tokenizer, workers, cache):
     uninterrupted = _take(_loader(tokenizer), 9)
-    first = _loader(tokenizer, worker_count=workers)
+    first = _loader(tokenizer, worker_count=workers, cache=cache)
     _take(first, 4)
     state = first.get_state()
     first.close()
-    resumed = _loader(tokenizer, worker_count=workers)
+    resumed = _loader(tokenizer, worker_count=workers, cache=cache)
     resumed.set_state(state)
     _same(_take(resumed, 5), uninterrupted[4:])
     resumed.close()
 
 
-def test_process_sharding_splits_records(tokenizer):
+@pytest.mark.parametrize("cache", [False, True])
+def test_process_sharding_splits_records(tokenizer, cache):
     seen = []
     for p in range(2):
         it = _loader(tokenizer, global_batch_size=8, process_index=p, process_count=2, shuffle=False,
-                     num_epochs=1)
+                     num_epochs=1, cache=cache)
         caps = [c for b in it for c in b["caption"]]
         assert len(caps) == 20
         seen.append({int(c.split()[1]) if c.startswith("item") else int(c.split()[-1]) for c in caps})
     assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == set(range(40))
+
+
+class CountingSource:
+    """A list of records that counts how often they are read."""
+
+    def __init__(self, recs):
+        self.recs, self.reads = recs, 0
+
+    def __len__(self):
+        return len(self.recs)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.recs[i]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_cache_gives_the_same_batches_and_reads_each_record_once(tokenizer, workers):
+    plain = _take(_loader(tokenizer), 12)  # 96 examples: over two epochs of 40
+    source = CountingSource(_records())
+    cached = _loader(tokenizer, source, cache=True, worker_count=workers)
+    reads_after_build = source.reads
+    _same(_take(cached, 12), plain)
+    cached.close()
+    assert reads_after_build == 41  # the loader's field check, then each record once
+    assert source.reads == reads_after_build  # batches come from memory
+
+
+def test_cached_nested_fields_keep_their_place():
+    recs = [record_of({"img/pixels": np.full((4, 4, 3), i, np.uint8), "meta/text": f"c{i}"})
+            for i in range(5)]
+    cache = DecodedRecords(recs, [1, 3], image_key="img/pixels", caption_key="meta/text",
+                           show_progress=False)
+    assert len(cache) == 2 and cache.images.shape == (2, 4, 4, 3)
+    assert cache[1]["img"]["pixels"][0, 0, 0] == 3 and cache[1]["meta"]["text"] == "c3"
+
+
+def test_cache_names_mixed_shapes_and_too_much_memory():
+    recs = _records(4) + [{"image": np.zeros((9, 9, 3), np.uint8), "caption": "odd"}]
+    with pytest.raises(ValueError, match=r"record 4 has a 'image' of shape \(9, 9, 3\)"):
+        DecodedRecords(recs, show_progress=False)
+    with pytest.raises(ValueError, match=r"4 images of shape \(8, 8, 3\).*set data.cache=False"):
+        DecodedRecords(_records(4), max_bytes=100, show_progress=False)
 
 
 def test_batch_is_sharded_over_data_axis(tokenizer):
