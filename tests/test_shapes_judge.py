@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dalle_jax.data.shapes import render, scenes
+from dalle_jax.data.shapes.vocabulary import SHAPES
 from dalle_jax.evaluation import caption_parser, judge, shape_classifier, shapes_eval
 
 
@@ -53,10 +54,13 @@ def test_classifier_reads_rendered_outlines(classifier):
 
 
 def test_real_scenes_pass_and_wrong_captions_fail(classifier):
-    passed, wrong_colour, wrong_place = [], [], []
+    passed, wrong_colour, wrong_place, read_right = [], [], [], []
     for scene, caption, image in _scenes(150, seed=1):
         request = caption_parser.parse(caption)
-        passed.append(judge.judge(image, request, classifier)["all"])
+        judgement = judge.judge(image, request, classifier)
+        passed.append(judgement["all"])
+        read_right.append(judgement["read"] == tuple(o["shape"] for o in scene["objects"]))
+        assert judgement["shape"] == read_right[-1] or not judgement["colour"]
         first = request.objects[0]
         others = [c for c in ("red", "green", "blue", "yellow", "orange", "purple", "pink", "cyan",
                               "brown") if c not in {o["colour"] for o in scene["objects"]}]
@@ -69,9 +73,27 @@ def test_real_scenes_pass_and_wrong_captions_fail(classifier):
             moved = dataclasses.replace(request, relation=flipped)
             if request.objects[0].colour != request.objects[1].colour:
                 wrong_place.append(judge.judge(image, moved, classifier)["position"])
-    assert np.mean(passed) >= 0.95
+    assert np.mean(passed) >= 0.95 and np.mean(read_right) >= 0.95
     assert not any(wrong_colour)
     assert wrong_place and not any(wrong_place)
+
+
+def test_shares_count_each_named_object_by_its_shape():
+    parse = caption_parser.parse
+    requests = [parse("a red circle"), parse("a blue star left of a red circle"),
+                parse("a green star")]
+    judgements = [
+        {"colour": True, "shape": True, "position": None, "all": True, "read": ("circle",)},
+        {"colour": True, "shape": False, "position": True, "all": False,
+         "read": ("heart", "circle")},
+        {"colour": False, "shape": False, "position": None, "all": False, "read": (None,)},
+    ]
+    shares = shapes_eval._shares(judgements, requests)
+    assert shares["count"] == 3 and shares["all"] == pytest.approx(1 / 3)
+    assert shares["position"] == 1.0  # the one caption that names a place
+    assert shares["by_shape"] == {"circle": 1.0, "star": 0.0}
+    with pytest.raises(ValueError):  # a judgement per request, an object per reading
+        shapes_eval._shares(judgements, requests[:2])
 
 
 def test_evaluate_a_tiny_transformer_with_and_without_rerank(tiny_dalle, tiny_clip, classifier_path):
@@ -86,6 +108,7 @@ def test_evaluate_a_tiny_transformer_with_and_without_rerank(tiny_dalle, tiny_cl
         shares = record[key]
         assert shares["count"] == 3
         assert all(shares[k] is None or 0 <= shares[k] <= 1 for k in shapes_eval.CHECKS)
+        assert set(shares["by_shape"]) <= set(SHAPES) and shares["by_shape"]
     assert record["with_rerank"]["rerank_from"] == 2
     assert record["loss"]["bits_per_image_token"] > 0
 
@@ -126,6 +149,7 @@ def test_dvae_reconstructions_are_judged_against_their_captions(tiny_dvae, class
     perfect = shapes_eval.judge_reconstructions(_IdentityCodec(config), "validation", 16,
                                                 classifier_path)
     assert perfect["count"] == 16 and perfect["all"] >= 0.8, perfect
+    assert np.mean(list(perfect["by_shape"].values())) >= 0.8, perfect
     saved = shapes_eval.default_classifier_path(workdir)  # the classifier evaluate reads
     os.makedirs(os.path.dirname(saved), exist_ok=True)
     shutil.copy(classifier_path, saved)

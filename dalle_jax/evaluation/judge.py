@@ -62,8 +62,10 @@ def components(mask: np.ndarray, min_area: float, most: int = 3) -> list[np.ndar
     return [labels == i + 1 for i in order if areas[i] >= min_area]
 
 
-def judge(image: np.ndarray, request: Request, classifier: dict) -> dict[str, bool | None]:
-    """{'colour', 'shape', 'position', 'all'}: True/False, position None when nothing is asked.
+def judge(image: np.ndarray, request: Request, classifier: dict) -> dict:
+    """{'colour', 'shape', 'position', 'all'}: True/False, position None when nothing is asked;
+    and 'read': the shape the classifier read for each named object (None where its colour is
+    missing), so that failures can be counted by shape.
 
     Each named object takes one connected region of its colour (two objects of one colour take
     different regions); of all such readings the one that satisfies the most checks is judged.
@@ -72,8 +74,7 @@ def judge(image: np.ndarray, request: Request, classifier: dict) -> dict[str, bo
     masks = colour_masks(image)
     options = [components(masks[w.colour], MIN_AREA * small_area) for w in request.objects]
     if not all(options):
-        return {"colour": False, "shape": False,
-                "position": None if _asks_position(request) is None else False, "all": False}
+        return _missing(request)
     best = None
     for regions in itertools.product(*options):
         if len(regions) == 2 and regions[0] is regions[1]:
@@ -85,13 +86,19 @@ def judge(image: np.ndarray, request: Request, classifier: dict) -> dict[str, bo
         position = _position(request, regions)
         score = shape_ok + (position is not False)
         if best is None or score > best[0]:
-            best = (score, shape_ok, position)
+            best = (score, shape_ok, position, tuple(shapes))
     if best is None:  # one region for two objects of the same colour
-        return {"colour": False, "shape": False,
-                "position": None if _asks_position(request) is None else False, "all": False}
-    _, shape_ok, position = best
+        return _missing(request)
+    _, shape_ok, position, read = best
     return {"colour": True, "shape": shape_ok, "position": position,
-            "all": shape_ok and position is not False}
+            "all": shape_ok and position is not False, "read": read}
+
+
+def _missing(request: Request) -> dict:
+    """The judgement of an image that lacks a named colour (or a second region of it)."""
+    return {"colour": False, "shape": False,
+            "position": None if _asks_position(request) is None else False, "all": False,
+            "read": (None,) * len(request.objects)}
 
 
 def _asks_position(request: Request) -> bool | None:

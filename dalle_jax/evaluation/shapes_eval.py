@@ -22,13 +22,20 @@ from dalle_jax.generation.sampling import Settings
 CHECKS = ("colour", "shape", "position", "all")
 
 
-def _shares(judgements: list[dict]) -> dict[str, float | None]:
-    """Share of True per check, over the judgements where the check applies."""
+def _shares(judgements: list[dict], requests: list) -> dict:
+    """Share of True per check, over the judgements where the check applies; and `by_shape`:
+    per shape the captions name, the share of such objects whose outline was read as that shape
+    (an object whose colour is missing counts as misread)."""
     out = {}
     for k in CHECKS:
         values = [j[k] for j in judgements if j[k] is not None]
         out[k] = float(np.mean(values)) if values else None
     out["count"] = len(judgements)
+    right: dict[str, list[bool]] = {}
+    for j, request in zip(judgements, requests, strict=True):
+        for wanted, read in zip(request.objects, j["read"], strict=True):
+            right.setdefault(wanted.shape, []).append(read == wanted.shape)
+    out["by_shape"] = {s: float(np.mean(v)) for s, v in sorted(right.items())}
     return out
 
 
@@ -84,18 +91,18 @@ def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: in
     if true_codes is not None:  # the ceiling: the dVAE's decodes of the scenes' own codes
         decoded = gen.decode(true_codes.reshape(-1, gen.grid, gen.grid))
         record["reconstructions"] = _shares(
-            [judge.judge(decoded[p], r, classifier) for p, r in enumerate(requests)])
+            [judge.judge(decoded[p], r, classifier) for p, r in enumerate(requests)], requests)
     text = gen.encode_prompts(captions)
     per_caption = rerank_from if ranker else 1
     codes = gen.sample(text, per_caption, seed=seed, settings=settings, batch_size=batch_size)
     images = gen.decode(codes)  # (P, N, H, W, 3)
     plain = [judge.judge(images[p, 0], r, classifier) for p, r in enumerate(requests)]
-    record["without_rerank"] = _shares(plain)
+    record["without_rerank"] = _shares(plain, requests)
     if ranker:
         best = [int(np.argmax(ranker.scores(images[p], c))) for p, c in enumerate(captions)]
         reranked = [judge.judge(images[p, b], r, classifier)
                     for p, (b, r) in enumerate(zip(best, requests))]
-        record["with_rerank"] = dict(_shares(reranked), rerank_from=rerank_from)
+        record["with_rerank"] = dict(_shares(reranked, requests), rerank_from=rerank_from)
     record["loss"] = split_loss(gen, split, loss_batches)
     return record
 
@@ -117,12 +124,13 @@ def judge_reconstructions(codec, split: str, count: int, classifier_path: str | 
     images = np.stack([resize_center_crop(Image.fromarray(np.asarray(e[data.image_key])),
                                           data.resolution) for e in examples])
     decoded = (np.clip(codec.decode(codec.encode(images)), 0, 1) * 255).round().astype(np.uint8)
-    judgements = []
+    judgements, requests = [], []
     for image, e in zip(decoded, examples):
         caption = e[data.caption_key]
         caption = (caption.decode() if isinstance(caption, bytes) else str(caption)).split("\n")[0]
-        judgements.append(judge.judge(image, caption_parser.parse(caption), classifier))
-    return _shares(judgements)
+        requests.append(caption_parser.parse(caption))
+        judgements.append(judge.judge(image, requests[-1], classifier))
+    return _shares(judgements, requests)
 
 
 def default_classifier_path(workdir: str) -> str:
