@@ -177,8 +177,8 @@ def _shapes(c):
     # the decoder alone on the frozen encoder's codes (at about 0.6× a joint step's time), with
     # their own cosine to 20,000: 30.04 dB on 1,000 images (6,000 to 18,000: 29.93; 4,000 of
     # 16,000: 29.90; 16,000 joint steps: 29.67). On a 2-core AMD EPYC, 24.5 min for 18,000
-    # steps (37.5 on a 2-core Xeon, the same result to the bit), about 26.5 for 20,000
-    # (experiments/dvae_shapes).
+    # steps (37.5 on a 2-core Xeon, the same result to the bit), 26.8 for 20,000 measured end to
+    # end (experiments/dvae_shapes).
     c.decoder_phase.update(from_step=12_000, learning_rate=2e-3, end_step=20_000)
     c.train.update(num_steps=20_000, log_every=100, eval_every=2_000, eval_batches=32,
                    image_every=4_000, checkpoint_every=4_000)

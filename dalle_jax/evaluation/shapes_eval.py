@@ -39,6 +39,12 @@ def _shares(judgements: list[dict], requests: list) -> dict:
     return out
 
 
+def _first_caption(value) -> str:
+    """The first line of a record's caption field (bytes or str)."""
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return text.split("\n")[0]
+
+
 def split_loss(gen, split: str, num_batches: int | None) -> dict[str, float]:
     """Mean text/image cross-entropy and bits per image token of the generator's parameters."""
     from dalle_jax.training import loop
@@ -65,9 +71,7 @@ def examples_of(config, split: str, count: int) -> tuple[list[str], np.ndarray |
     captions, codes = [], []
     for i in range(min(count, len(source))):
         example = source[i]
-        caption = example[data.caption_key]
-        caption = caption.decode() if isinstance(caption, bytes) else str(caption)
-        captions.append(caption.split("\n")[0])
+        captions.append(_first_caption(example[data.caption_key]))
         if "codes" in example:
             codes.append(np.asarray(example["codes"], np.int32).reshape(-1))
     return captions, (np.stack(codes) if codes and len(codes) == len(captions) else None)
@@ -126,9 +130,7 @@ def judge_reconstructions(codec, split: str, count: int, classifier_path: str | 
     decoded = (np.clip(codec.decode(codec.encode(images)), 0, 1) * 255).round().astype(np.uint8)
     judgements, requests = [], []
     for image, e in zip(decoded, examples):
-        caption = e[data.caption_key]
-        caption = (caption.decode() if isinstance(caption, bytes) else str(caption)).split("\n")[0]
-        requests.append(caption_parser.parse(caption))
+        requests.append(caption_parser.parse(_first_caption(e[data.caption_key])))
         judgements.append(judge.judge(image, requests[-1], classifier))
     return _shares(judgements, requests)
 
