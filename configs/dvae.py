@@ -28,6 +28,9 @@ def _base() -> ml_collections.ConfigDict:
         n_hid=256,
         # Residual blocks per group (paper 2).
         n_blk_per_group=2,
+        # 2× max-pools in the encoder (and 2× upsamplings in the decoder): 3 gives the paper's
+        # grid, 8× smaller than the image; 2 a 4× grid (beyond the paper; experiments/dvae_shapes).
+        downsample=3,
         # Decoder width right after the 1×1 input convolution from the codes (paper 128).
         n_init=128,
         # vq only: width of the codebook vectors.

@@ -72,6 +72,24 @@ def test_encoder_downsamples_by_eight_and_names_bad_shapes():
         enc(jnp.zeros((1, 16, 16, 1)))
 
 
+def test_fewer_pools_give_a_finer_grid_and_decode_back_to_full_size():
+    """downsample=2: a 4× grid, the widest groups at a quarter of the side, codes that decode to
+    the image's size; a bad value is named."""
+    images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    for quantizer in ("gumbel", "vq"):
+        tok = ImageTokenizer(quantizer=quantizer, vocab_size=16, n_hid=8, n_blk_per_group=1,
+                             n_init=8, embed_dim=8, downsample=2, rngs=nnx.Rngs(0))
+        codes = tok.encode(images)
+        assert codes.shape == (2, 8, 8)
+        assert tok.decode(codes).shape == (2, 32, 32, 3)
+    enc = Encoder(n_hid=8, n_blk_per_group=1, vocab_size=16, downsample=1, rngs=nnx.Rngs(0))
+    assert enc(jnp.zeros((1, 8, 6, 3))).shape == (1, 4, 3, 16)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        enc(jnp.zeros((1, 8, 5, 3)))
+    with pytest.raises(ValueError, match="model.downsample=4"):
+        ImageTokenizer(downsample=4, rngs=nnx.Rngs(0))
+
+
 def test_max_pool_is_reduce_window_max_with_a_masked_gradient():
     x = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
     np.testing.assert_array_equal(max_pool_2x2(x), nnx.max_pool(x, (2, 2), strides=(2, 2)))

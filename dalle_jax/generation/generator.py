@@ -3,7 +3,7 @@
     gen = Generator.load("workdirs/dalle_small")            # finds its dVAE through the codes
     text = gen.encode_prompts(["a red circle"])             # clear errors for empty/long prompts
     codes = gen.sample(text, num_samples=8, seed=0)         # (P, N, g, g)
-    images = gen.decode(codes)                              # (P, N, 8g, 8g, 3) uint8
+    images = gen.decode(codes)                              # (P, N, fg, fg, 3) uint8
 
 Sampling runs in jitted batches of `batch_size` (prompt, sample) rows with the key/value cache
 (`generation.sampling`), the last batch padded so that one compilation serves every batch, and a
@@ -130,7 +130,7 @@ class Generator:
         return np.concatenate(out).reshape(p, num_samples, self.grid, self.grid)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """uint8 images (..., 8g, 8g, 3) of codes (..., g, g)."""
+        """uint8 images (..., fg, fg, 3) of codes (..., g, g); f is the dVAE's `grid_scale`."""
         lead = codes.shape[:-2]
         images = self.codec.decode(codes.reshape(-1, self.grid, self.grid))
         images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)

@@ -1,9 +1,11 @@
 """The dVAE encoder and decoder of DALL·E, laid out like OpenAI's released `dall_e` modules.
 
 No normalisation layers. The encoder maps images (B, H, W, 3) to logits over the codebook on a grid
-downsampled 8× (three 2× max-pools); the decoder maps codes, one-hot or relaxed (B, g, g, vocab),
-back to 6 channels: 3 logit-Laplace locations μ then 3 log-scales ln b (three 2× nearest
-upsamplings). Every residual block is `id_path(x) + res_path(x) / n_blocks²`, with the residual path
+downsampled 8× (three 2× max-pools, after the first three groups); the decoder maps codes, one-hot
+or relaxed (B, g, g, vocab), back to 6 channels: 3 logit-Laplace locations μ then 3 log-scales
+ln b (three 2× nearest upsamplings, after its first three groups). `downsample` (beyond the paper)
+keeps fewer of the pools, the first ones, and of the upsamplings, the last ones: 2 gives a 4×
+grid, whose widest groups then run at a quarter of the image's side. Every residual block is `id_path(x) + res_path(x) / n_blocks²`, with the residual path
 four ReLU→conv steps at a quarter of the output width. Module and parameter names follow the
 PyTorch modules (`blocks.group_1.block_1.res_path.conv_1`), which keeps the weight converter a
 rename. Kernels are (kh, kw, in, out) and carry logical axis names for sharding.
@@ -19,6 +21,14 @@ from flax import nnx
 KERNEL_AXES = ("conv_height", "conv_width", "conv_in", "conv_out")
 BIAS_AXES = ("conv_out",)
 GROUPS = 4  # the released model always has four groups
+DOWNSAMPLE = 3  # 2× resamplings between groups in the released model: a grid 8× smaller
+
+
+def check_downsample(downsample: int) -> int:
+    """The number of 2× pools (1, 2 or 3), or a ValueError naming the bad value."""
+    if downsample not in (1, 2, 3):
+        raise ValueError(f"model.downsample={downsample!r}; choose 1, 2 or 3 (2× pools; paper 3)")
+    return downsample
 
 
 class Conv(nnx.Module):
@@ -99,13 +109,15 @@ def _run_group(group: nnx.Dict, x: jax.Array) -> jax.Array:
 
 
 class Encoder(nnx.Module):
-    """Images in [0, 1] mapped by `pixels.map_pixels`, (B, H, W, C) → code logits (B, H/8, W/8, vocab)."""
+    """Images in [0, 1] mapped by `pixels.map_pixels`, (B, H, W, C) → code logits (B, H/f, W/f,
+    vocab) with f = 2^downsample (8 in the paper)."""
 
     def __init__(self, *, n_hid: int = 256, n_blk_per_group: int = 2, input_channels: int = 3,
                  vocab_size: int = 8192, output_channels: int | None = None, dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 downsample: int = DOWNSAMPLE, rngs: nnx.Rngs):
         widths = [n_hid, n_hid, 2 * n_hid, 4 * n_hid, 8 * n_hid]
         self.input_channels = input_channels
+        self.downsample = check_downsample(downsample)
         self.input = Conv(input_channels, n_hid, 7, dtype=dtype, rngs=rngs)
         self.groups = nnx.Dict({
             f"group_{g + 1}": _group(widths[g], widths[g + 1], n_blk_per_group, ENCODER_KERNELS,
@@ -118,24 +130,28 @@ class Encoder(nnx.Module):
     def __call__(self, x_bhwc: jax.Array) -> jax.Array:
         if x_bhwc.ndim != 4 or x_bhwc.shape[-1] != self.input_channels:
             raise ValueError(f"encoder input must be (B, H, W, {self.input_channels}), got {x_bhwc.shape}")
-        if x_bhwc.shape[1] % 8 or x_bhwc.shape[2] % 8:
-            raise ValueError(f"image height and width must be multiples of 8, got {x_bhwc.shape[1:3]}")
+        factor = 2 ** self.downsample
+        if x_bhwc.shape[1] % factor or x_bhwc.shape[2] % factor:
+            raise ValueError(f"image height and width must be multiples of {factor}, got "
+                             f"{x_bhwc.shape[1:3]}")
         h = self.input(x_bhwc)
         for g in range(GROUPS):
             h = _run_group(self.groups[f"group_{g + 1}"], h)
-            if g < GROUPS - 1:
+            if g < self.downsample:
                 h = max_pool_2x2(h)  # (B, H/2^(g+1), W/2^(g+1), C)
         return self.output(jax.nn.relu(h).astype(jnp.float32))
 
 
 class Decoder(nnx.Module):
-    """Codes (B, g, g, vocab) one-hot or relaxed → (B, 8g, 8g, 2·C): μ then ln b per channel."""
+    """Codes (B, g, g, vocab) one-hot or relaxed → (B, fg, fg, 2·C): μ then ln b per channel, with
+    f = 2^downsample (8 in the paper)."""
 
     def __init__(self, *, n_init: int = 128, n_hid: int = 256, n_blk_per_group: int = 2,
                  output_channels: int = 3, vocab_size: int = 8192, input_channels: int | None = None,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+                 dtype=jnp.float32, downsample: int = DOWNSAMPLE, rngs: nnx.Rngs):
         widths = [n_init, 8 * n_hid, 4 * n_hid, 2 * n_hid, n_hid]
         self.vocab_size = vocab_size
+        self.downsample = check_downsample(downsample)
         self.input_channels = input_channels or vocab_size
         self.input = Conv(self.input_channels, n_init, 1, dtype=jnp.float32, rngs=rngs)
         self.groups = nnx.Dict({
@@ -149,7 +165,7 @@ class Decoder(nnx.Module):
         """Runs everything after the input convolution; h is (B, g, g, n_init)."""
         for g in range(GROUPS):
             h = _run_group(self.groups[f"group_{g + 1}"], h)
-            if g < GROUPS - 1:
+            if GROUPS - 1 - self.downsample <= g < GROUPS - 1:
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)  # nearest 2× upsampling
         return self.output(jax.nn.relu(h)).astype(jnp.float32)
 

@@ -1,7 +1,8 @@
 """The stage-1 model: encoder, quantizer (gumbel or vq) and decoder, with `encode` / `decode`.
 
 `ImageTokenizer.from_config(config.model)` builds it. Images go in as floats in [0, 1]
-(B, H, W, 3); `encode` gives integer codes (B, H/8, W/8); `decode` gives images in [0, 1].
+(B, H, W, 3); `encode` gives integer codes (B, H/f, W/f), f = 2^`downsample` (8 in the paper);
+`decode` gives images in [0, 1].
 The training forward pass lives in `dalle_jax.training.dvae_loss`.
 """
 
@@ -13,7 +14,7 @@ import ml_collections
 from flax import nnx
 
 from dalle_jax.models import pixels
-from dalle_jax.models.dvae import Decoder, Encoder
+from dalle_jax.models.dvae import DOWNSAMPLE, Decoder, Encoder
 from dalle_jax.models.quantizers import DistanceLogits, VectorQuantizer, nearest_codes
 
 QUANTIZERS = ("gumbel", "vq")
@@ -27,7 +28,8 @@ class ImageTokenizer(nnx.Module):
 
     def __init__(self, *, quantizer: str = "gumbel", vocab_size: int = 8192, n_hid: int = 256,
                  n_blk_per_group: int = 2, n_init: int = 128, embed_dim: int = 64,
-                 dtype: str = "float32", gumbel_logits: str = "conv", rngs: nnx.Rngs):
+                 dtype: str = "float32", gumbel_logits: str = "conv", downsample: int = DOWNSAMPLE,
+                 rngs: nnx.Rngs):
         if quantizer not in QUANTIZERS:
             raise ValueError(f"model.quantizer={quantizer!r}; choose one of {QUANTIZERS}")
         if gumbel_logits not in GUMBEL_LOGITS:
@@ -41,12 +43,12 @@ class ImageTokenizer(nnx.Module):
         self.tied = not vq and gumbel_logits == "tied"
         self.encoder = Encoder(n_hid=n_hid, n_blk_per_group=n_blk_per_group, vocab_size=vocab_size,
                                output_channels=embed_dim if vq or distance else None,
-                               dtype=DTYPES[dtype],
-                               rngs=rngs)
+                               dtype=DTYPES[dtype], downsample=downsample, rngs=rngs)
         self.decoder = Decoder(n_init=n_init, n_hid=n_hid, n_blk_per_group=n_blk_per_group,
                                vocab_size=vocab_size,
                                input_channels=embed_dim if vq or self.tied else None,
-                               dtype=DTYPES[dtype], rngs=rngs)
+                               dtype=DTYPES[dtype], downsample=downsample, rngs=rngs)
+        self.downsample = downsample
         self.codebook = VectorQuantizer(vocab_size, embed_dim, rngs=rngs) if vq else None
         self.distance = DistanceLogits(vocab_size, embed_dim, rngs=rngs) if distance else None
 
@@ -56,7 +58,8 @@ class ImageTokenizer(nnx.Module):
         return cls(quantizer=model.quantizer, vocab_size=model.vocab_size, n_hid=model.n_hid,
                    n_blk_per_group=model.n_blk_per_group, n_init=model.n_init,
                    embed_dim=model.embed_dim, dtype=model.dtype,
-                   gumbel_logits=model.get("gumbel_logits", "conv"), rngs=nnx.Rngs(seed))
+                   gumbel_logits=model.get("gumbel_logits", "conv"),
+                   downsample=model.get("downsample", DOWNSAMPLE), rngs=nnx.Rngs(seed))
 
     def encoder_output(self, images: jax.Array) -> jax.Array:
         """Images in [0, 1] → logits (gumbel) or vectors (vq), (B, g, g, ·)."""
@@ -68,7 +71,7 @@ class ImageTokenizer(nnx.Module):
         return out if self.distance is None else self.distance(out)
 
     def encode(self, images: jax.Array) -> jax.Array:
-        """Images in [0, 1] (B, H, W, 3) → codes (B, H/8, W/8) int32 (argmax; no gumbel noise)."""
+        """Images in [0, 1] (B, H, W, 3) → codes (B, H/f, W/f) int32 (argmax; no gumbel noise)."""
         return self.codes_of(self.encoder_output(images))
 
     def codes_of(self, out: jax.Array) -> jax.Array:
@@ -78,7 +81,7 @@ class ImageTokenizer(nnx.Module):
         return nearest_codes(out, self.codebook.codebook[...]).astype(jnp.int32)
 
     def decode_stats(self, codes: jax.Array) -> jax.Array:
-        """Codes (B, g, g) → decoder output (B, 8g, 8g, 6): μ then ln b."""
+        """Codes (B, g, g) → decoder output (B, fg, fg, 6): μ then ln b."""
         if self.tied:
             return self.decoder(self.distance.codebook[...][codes])
         if self.codebook is None:
@@ -92,6 +95,6 @@ class ImageTokenizer(nnx.Module):
         return self.decoder(z)
 
     def decode(self, codes: jax.Array) -> jax.Array:
-        """Codes (B, g, g) → images in [0, 1] (B, 8g, 8g, 3)."""
+        """Codes (B, g, g) → images in [0, 1] (B, fg, fg, 3)."""
         mu, _ = pixels.split_stats(self.decode_stats(codes))
         return pixels.reconstruction(mu)

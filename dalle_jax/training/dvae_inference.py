@@ -2,7 +2,7 @@
 
     tok = ImageCodec.load("workdirs/dvae_shapes")
     codes = tok.encode(images_uint8)      # (B, g, g) int32, argmax codes, no gumbel noise
-    images = tok.decode(codes)            # (B, 8g, 8g, 3) float in [0, 1]
+    images = tok.decode(codes)            # (B, fg, fg, 3) float in [0, 1]
 
 Both are jitted once per batch shape and run batch-sharded over the mesh (a batch that does not
 divide over the batch shards is padded and trimmed). The parameter EMA is what gets used.
@@ -27,7 +27,7 @@ class ImageCodec:
         self.step = step
         self.model = spec.merge(state["ema"], state["extra"])
         self.model_state = {"ema": state["ema"], "extra": state["extra"]}
-        self.grid_scale = 8
+        self.grid_scale = 2 ** self.model.downsample  # image side ÷ code grid side
         self._encode = jax.jit(lambda m, x: m.encode(x.astype(jnp.float32) / 255.0))
         self._decode = jax.jit(lambda m, c: m.decode(c))
 
@@ -49,7 +49,8 @@ class ImageCodec:
         return jax.device_put(x, batch_sharding(self.mesh, x.ndim)), n
 
     def encode(self, images_uint8: np.ndarray) -> np.ndarray:
-        """uint8 images (B, H, W, 3), H and W multiples of 8 → int32 codes (B, H/8, W/8)."""
+        """uint8 images (B, H, W, 3), H and W multiples of f = `grid_scale` → int32 codes
+        (B, H/f, W/f)."""
         images_uint8 = np.asarray(images_uint8)
         if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3:
             raise ValueError(f"images must be (B, H, W, 3), got {images_uint8.shape}")
@@ -57,7 +58,7 @@ class ImageCodec:
         return np.asarray(self._encode(self.model, x))[:n]
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """int codes (B, g, g) → float images in [0, 1] (B, 8g, 8g, 3)."""
+        """int codes (B, g, g) → float images in [0, 1] (B, fg, fg, 3), f = `grid_scale`."""
         codes = np.asarray(codes)
         vocab = self.model.vocab_size
         if codes.ndim != 3:

@@ -116,7 +116,7 @@ def prepare(dvae_workdir: str, dataset: str, data_dir: str, *, config: str | Non
     options = dict(source_dataset=dataset, source_data_dir=os.path.abspath(data_dir),
                    source_config=source_config or (config or ""),
                    dvae_workdir=os.path.abspath(dvae_workdir), dvae_step=codec.step,
-                   grid=c.data.resolution // 8, vocab_size=c.model.vocab_size,
+                   grid=c.data.resolution // codec.grid_scale, vocab_size=c.model.vocab_size,
                    resolution=c.data.resolution, image_key=c.data.image_key,
                    caption_key=c.data.caption_key, splits=splits)
     digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:6]
