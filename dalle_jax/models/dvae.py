@@ -5,8 +5,9 @@ downsampled 8× (three 2× max-pools, after the first three groups); the decoder
 or relaxed (B, g, g, vocab), back to 6 channels: 3 logit-Laplace locations μ then 3 log-scales
 ln b (three 2× nearest upsamplings, after its first three groups). `downsample` (beyond the paper)
 keeps fewer of the pools, the first ones, and of the upsamplings, the last ones: 2 gives a 4×
-grid, whose widest groups then run at a quarter of the image's side. Every residual block is `id_path(x) + res_path(x) / n_blocks²`, with the residual path
-four ReLU→conv steps at a quarter of the output width. Module and parameter names follow the
+grid, whose widest groups then run at a quarter of the image's side. Every residual block is
+`id_path(x) + res_path(x) / n_blocks²`, with the residual path four ReLU→conv steps at a quarter
+of the output width. Module and parameter names follow the
 PyTorch modules (`blocks.group_1.block_1.res_path.conv_1`), which keeps the weight converter a
 rename. Kernels are (kh, kw, in, out) and carry logical axis names for sharding.
 """
