@@ -48,7 +48,6 @@ class ImageTokenizer(nnx.Module):
                                vocab_size=vocab_size,
                                input_channels=embed_dim if vq or self.tied else None,
                                dtype=DTYPES[dtype], downsample=downsample, rngs=rngs)
-        self.downsample = downsample
         self.codebook = VectorQuantizer(vocab_size, embed_dim, rngs=rngs) if vq else None
         self.distance = DistanceLogits(vocab_size, embed_dim, rngs=rngs) if distance else None
 

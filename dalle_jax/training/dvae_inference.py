@@ -27,7 +27,7 @@ class ImageCodec:
         self.step = step
         self.model = spec.merge(state["ema"], state["extra"])
         self.model_state = {"ema": state["ema"], "extra": state["extra"]}
-        self.grid_scale = 2 ** self.model.downsample  # image side ÷ code grid side
+        self.grid_scale = 2 ** self.model.encoder.downsample  # image side ÷ code grid side
         self._encode = jax.jit(lambda m, x: m.encode(x.astype(jnp.float32) / 255.0))
         self._decode = jax.jit(lambda m, c: m.decode(c))
 
