@@ -8,7 +8,8 @@ keeps fewer of the pools, the first ones, and of the upsamplings, the last ones:
 grid, whose widest groups then run at a quarter of the image's side. Every residual block is
 `id_path(x) + res_path(x) / n_blocks²`, with the residual path four ReLU→conv steps at a quarter
 of the output width. Module and parameter names follow the PyTorch modules
-(`blocks.group_1.block_1.res_path.conv_1`), which keeps the weight converter a rename. Kernels are (kh, kw, in, out) and carry logical axis names for sharding.
+(`blocks.group_1.block_1.res_path.conv_1`), which keeps the weight converter a rename. Kernels
+are (kh, kw, in, out) and carry logical axis names for sharding.
 """
 
 from __future__ import annotations
