@@ -48,6 +48,9 @@ def _base() -> ml_collections.ConfigDict:
         ema_decay=0.999,
     ))
     c.train = config_parts.train_config(image_every=0)
+    # `shapes` object captions only: also rank each caption above a copy with one colour, shape,
+    # place or relation swapped (NegCLIP-style hard negatives; `data.shapes.negatives`).
+    c.train.hard_negatives = False
     c.partitioning = ml_collections.ConfigDict(dict(
         rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,
                    layers=None, norm=None, batch=("data", "fsdp")),

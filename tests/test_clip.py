@@ -39,6 +39,29 @@ def test_loss_matches_a_numpy_reference_and_embeddings_are_unit():
     np.testing.assert_allclose(float(aux["temperature"]), 0.07, rtol=1e-5)
 
 
+def test_hard_negatives_add_image_to_caption_columns_against_a_numpy_reference():
+    model = Clip.from_config(load("clip", "tiny").model)
+    images, text = _batch(model)
+    _, negative = _batch(model, seed=1)
+    negative = negative.at[2].set(PAD_ID)  # image 2 has no negative: its column is left out
+    loss, aux = clip_loss(model, images, text, negative)
+    ei = np.asarray(model.image_embedding(images))
+    et, en = np.asarray(model.text_embedding(text)), np.asarray(model.text_embedding(negative))
+    scale = np.exp(float(model.logit_scale[...]))
+    logits, negative_logits = scale * ei @ et.T, scale * ei @ en.T
+
+    def ce(z):
+        z = z - z.max(1, keepdims=True)
+        return np.mean(np.log(np.exp(z).sum(1)) - np.diag(z))
+    wide = np.concatenate([logits, np.delete(negative_logits, 2, axis=1)], axis=1)
+    np.testing.assert_allclose(float(loss), (ce(wide) + ce(logits.T)) / 2, rtol=1e-4)
+    has = np.arange(6) != 2
+    expected = np.mean((np.diag(logits) > np.diag(negative_logits))[has])
+    np.testing.assert_allclose(float(aux["negative_accuracy"]), expected)
+    # Without negatives the loss is the plain symmetric one, and it is lower than with them.
+    assert float(clip_loss(model, images, text)[0]) < float(loss)
+
+
 def test_padding_slots_do_not_change_the_text_embedding():
     model = Clip.from_config(load("clip", "tiny").model)
     _, text = _batch(model)
@@ -92,6 +115,32 @@ def test_trains_through_the_entry_point_and_logs_retrieval(tiny_dvae, tmp_path):
     evals = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))
              if '"eval' in line]
     assert any("eval/image_to_text_accuracy" in r or "image_to_text_accuracy" in r for r in evals)
+    # Validation on `shapes` objects also scores each image's caption against a hard negative.
+    assert 0.0 <= out["negative_accuracy"] <= 1.0
     with pytest.raises(ValueError, match="model.resolution=32"):
         clip_trainer.train_and_evaluate(
             load("clip", "tiny", **{"data.data_dir": data_dir, "data.resolution": 64}), workdir)
+
+
+def test_trains_against_hard_negatives_and_resumes_the_same(tiny_dvae, tmp_path):
+    data_dir, _ = tiny_dvae
+    config = load("clip", "tiny", **{"data.data_dir": data_dir, "train.hard_negatives": True})
+    straight = str(tmp_path / "straight")
+    clip_trainer.train_and_evaluate(config, straight)
+
+    def train_losses(workdir):
+        records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+        train = [r for r in records if r["split"] == "train"]
+        assert all("negative_accuracy" in r for r in records), records  # trained and judged
+        return [(r["step"], r["loss"]) for r in train]
+    resumed = str(tmp_path / "resumed")
+    clip_trainer.train_and_evaluate(load("clip", "tiny", **{
+        "data.data_dir": data_dir, "train.hard_negatives": True, "train.num_steps": 3}), resumed)
+    clip_trainer.train_and_evaluate(config, resumed)
+    assert len(train_losses(straight)) == 6
+    np.testing.assert_allclose([x[1] for x in train_losses(resumed)],
+                               [x[1] for x in train_losses(straight)], rtol=1e-6)
+    with pytest.raises(ValueError, match="train.hard_negatives=True needs captions"):
+        clip_trainer.train_and_evaluate(load("clip", "tiny", **{
+            "data.data_dir": data_dir, "train.hard_negatives": True,
+            "data.dataset": "image_text_folder"}), str(tmp_path / "folder"))

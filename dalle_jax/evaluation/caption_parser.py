@@ -50,9 +50,26 @@ _PATTERN = re.compile("|".join(rf"\b{re.escape(p)}\b" for p, _ in sorted(
 _MEANING = {p: m for p, m in _TOKENS}
 
 
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """Where a caption names something: caption[start:end] says `meaning`, one of `kind`
+    ('relation', 'position', 'colour', 'size' or 'shape')."""
+
+    start: int
+    end: int
+    kind: str
+    meaning: str
+
+
+def spans(caption: str) -> list[Span]:
+    """The grammar's words and phrases in `caption`, in order (matched ignoring case)."""
+    return [Span(m.start(), m.end(), *_MEANING[m.group(0)])
+            for m in _PATTERN.finditer(caption.lower())]
+
+
 def parse(caption: str) -> Request:
     """The request of a `shapes` objects caption (one object, or two and a relation)."""
-    words = [_MEANING[m.group(0)] for m in _PATTERN.finditer(caption.lower())]
+    words = [(s.kind, s.meaning) for s in spans(caption)]
     objects, relation, current, position = [], None, {}, None
     for kind, value in words:
         if kind == "relation":

@@ -107,7 +107,10 @@ class Clip(nnx.Module):
         x = x.reshape(b, (h // p) * (w // p), p * p * c) @ self.patch_embed[...] + self.patch_bias[...]
         return self.image_tower(x + self.image_pos[...])
 
+    def scale(self) -> jax.Array:
+        """The inverse temperature exp(logit_scale), capped at 100."""
+        return jnp.exp(jnp.minimum(self.logit_scale[...], math.log(100.0)))
+
     def logits(self, images: jax.Array, text: jax.Array) -> jax.Array:
         """(B_images, B_texts) scaled cosine similarities."""
-        scale = jnp.exp(jnp.minimum(self.logit_scale[...], math.log(100.0)))
-        return scale * self.image_embedding(images) @ self.text_embedding(text).T
+        return self.scale() * self.image_embedding(images) @ self.text_embedding(text).T

@@ -3,18 +3,27 @@
 Reads (image, caption) batches of a prepared dataset, like stage 1, and trains `models.clip.Clip`
 with the symmetric InfoNCE loss and AdamW (weight decay on matrices only); validation reports the
 loss and in-batch retrieval accuracy (image → caption and caption → image, top-1) of the
-parameter EMA. `training.loop` does the rest (checkpoints, resuming, metrics, SIGTERM).
+parameter EMA. On `shapes` object captions each image also gets a hard negative caption (one
+colour, shape, place or relation swapped, `data.shapes.negatives`): validation always reports how
+often an image prefers its caption to it (`negative_accuracy`), and `train.hard_negatives` trains
+against them too. `training.loop` does the rest (checkpoints, resuming, metrics, SIGTERM).
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+import os
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
+from dalle_jax.data.pipeline import TOKENIZER_FILE
+from dalle_jax.data.shapes.negatives import negative_captions
+from dalle_jax.data.shapes.vocabulary import DEFAULT_HELDOUT_PAIRS
+from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.models.clip import Clip
 from dalle_jax.parallel.mesh import batch_sharding
 from dalle_jax.parallel.partitioning import activation_sharding, replicated
@@ -46,26 +55,57 @@ def build(config: ml_collections.ConfigDict, mesh) -> tuple[train_state.StateSpe
                               mesh, dict(config.partitioning.rules))
 
 
-def _inputs(config, batch: dict) -> dict:
-    """{'image', 'text'} of a loader batch, or a ValueError for a dataset of codes."""
+def has_negatives(config: ml_collections.ConfigDict) -> bool:
+    """Whether the dataset's captions have hard negatives (`shapes` object scenes)."""
+    return config.data.dataset == "shapes" and config.data.shapes.variant == "objects"
+
+
+def negatives_maker(config: ml_collections.ConfigDict,
+                    workdir: str) -> Callable[[list[str]], np.ndarray]:
+    """captions → (B, text_len) int32 ids of one hard negative each (padding where there is none),
+    tokenized by the workdir's tokenizer; held-out (colour, shape) pairs are never named."""
+    tokenizer = TextTokenizer.load(os.path.join(workdir, TOKENIZER_FILE), config.text.text_len)
+    avoid = frozenset(tuple(p) for p in config.data.shapes.get("heldout_pairs",
+                                                                DEFAULT_HELDOUT_PAIRS))
+    return lambda captions: tokenizer.encode_batch(
+        negative_captions(captions, config.data.seed, avoid))
+
+
+def _inputs(config, batch: dict, negatives: Callable | None = None) -> dict:
+    """{'image', 'text'} of a loader batch (and 'negative_text' with `negatives`), or a ValueError
+    for a dataset of codes."""
     if "image" not in batch:
         raise ValueError(f"data.dataset={config.data.dataset!r} gives codes, not images; CLIP "
                          "trains on a prepared image dataset such as 'shapes'")
-    return {"image": batch["image"], "text": batch["text"]}
+    out = {"image": batch["image"], "text": batch["text"]}
+    if negatives is not None:
+        captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in batch["caption"]]
+        ids = negatives(captions)
+        text = batch["text"]
+        if isinstance(text, jax.Array):  # this process's rows of the global batch, placed alike
+            ids = jax.make_array_from_process_local_data(text.sharding, ids, text.shape)
+        out["negative_text"] = ids
+    return out
 
 
-def _shardings(mesh):
-    return {"image": batch_sharding(mesh, 4), "text": batch_sharding(mesh, 2)}
+def _shardings(mesh, negatives: bool = False):
+    out = {"image": batch_sharding(mesh, 4), "text": batch_sharding(mesh, 2)}
+    if negatives:
+        out["negative_text"] = batch_sharding(mesh, 2)
+    return out
 
 
-def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict):
-    """`step(state, {'image', 'text'}) → (state, metrics)`, jitted, state donated."""
+def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
+                    negatives: Callable | None = None):
+    """`step(state, batch) → (state, metrics)`, jitted, state donated; with `negatives`
+    (`negatives_maker`) the loss also ranks each caption above its hard negative."""
     schedule = learning_rate(config.optimizer)
 
     def step(state, batch):
         def loss_fn(params):
             with activation_sharding(spec.mesh, config.partitioning.rules):
-                return clip_loss(spec.merge(params, {}), batch["image"], batch["text"])
+                return clip_loss(spec.merge(params, {}), batch["image"], batch["text"],
+                                 batch.get("negative_text"))
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         new = train_state.apply_update(spec, state, grads, loss, config.optimizer.ema_decay)
@@ -73,40 +113,60 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
                          grad_norm=optax.global_norm(grads),
                          learning_rate=schedule(state["step"]))
 
-    jitted = jax.jit(step, in_shardings=(spec.shardings, _shardings(spec.mesh)),
+    jitted = jax.jit(step, in_shardings=(spec.shardings, _shardings(spec.mesh, bool(negatives))),
                      out_shardings=(spec.shardings, replicated(spec.mesh)), donate_argnums=0)
 
-    return lambda state, batch: jitted(state, _inputs(config, batch))
+    return lambda state, batch: jitted(state, _inputs(config, batch, negatives))
 
 
-def make_eval_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict):
-    """`eval(params, batch) → metrics` of one batch."""
+def make_eval_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
+                   negatives: bool = False):
+    """`eval(params, batch) → metrics` of one batch (`negative_accuracy` too with `negatives`).
+    The loss is the plain symmetric InfoNCE either way, so runs with and without hard negatives
+    compare."""
     def run(params, batch):
         with activation_sharding(spec.mesh, config.partitioning.rules):
-            loss, aux = clip_loss(spec.merge(params, {}), batch["image"], batch["text"])
+            model = spec.merge(params, {})
+            loss, aux = clip_loss(model, batch["image"], batch["text"])
+            if negatives:
+                aux["negative_accuracy"] = clip_loss(model, batch["image"], batch["text"],
+                                                     batch["negative_text"])[1]["negative_accuracy"]
         return dict(aux, loss=loss)
 
-    return jax.jit(run, in_shardings=(spec.shardings["ema"], _shardings(spec.mesh)),
+    return jax.jit(run, in_shardings=(spec.shardings["ema"], _shardings(spec.mesh, negatives)),
                    out_shardings=replicated(spec.mesh))
 
 
-def evaluate(eval_step, params, batches: Iterator[dict], num_batches: int, config) -> dict:
+def evaluate(eval_step, params, batches: Iterator[dict], num_batches: int, config,
+             negatives: Callable | None = None) -> dict:
     """Mean validation metrics over up to `num_batches` batches (retrieval within each batch)."""
-    return loop.mean_over_batches(lambda b: eval_step(params, _inputs(config, b)), batches,
-                                  num_batches)
+    return loop.mean_over_batches(lambda b: eval_step(params, _inputs(config, b, negatives)),
+                                  batches, num_batches)
 
 
-def task(config: ml_collections.ConfigDict) -> loop.Task:
-    """The CLIP pieces of the shared training loop."""
+def task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
+    """The CLIP pieces of the shared training loop (the workdir holds the tokenizer that the hard
+    negatives are written with)."""
     compiled = {}
+
+    def negatives():
+        if "negatives" not in compiled:  # the loop writes the tokenizer before it builds steps
+            compiled["negatives"] = (negatives_maker(config, workdir) if has_negatives(config)
+                                     else None)
+        return compiled["negatives"]
+
+    def train_step(spec):
+        return make_train_step(spec, config,
+                               negatives() if config.train.get("hard_negatives") else None)
 
     def run_eval(spec, state, batches):
         if "eval" not in compiled:
-            compiled["eval"] = make_eval_step(spec, config)
-        return evaluate(compiled["eval"], state["ema"], batches, config.train.eval_batches, config)
+            compiled["eval"] = make_eval_step(spec, config, negatives() is not None)
+        return evaluate(compiled["eval"], state["ema"], batches, config.train.eval_batches, config,
+                        negatives())
 
-    return loop.Task(name="clip", build=lambda mesh: build(config, mesh),
-                     train_step=lambda spec: make_train_step(spec, config), evaluate=run_eval)
+    return loop.Task(name="clip", build=lambda mesh: build(config, mesh), train_step=train_step,
+                     evaluate=run_eval)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -119,4 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.text.vocab_size > m.text_vocab:
         raise ValueError(f"text.vocab_size={config.text.vocab_size} exceeds model.text_vocab="
                          f"{m.text_vocab}")
-    return loop.run(config, workdir, task(config))
+    if config.train.get("hard_negatives") and not has_negatives(config):
+        raise ValueError(f"train.hard_negatives=True needs captions with attributes to swap, which "
+                         f"only data.dataset='shapes' with shapes.variant='objects' has; got "
+                         f"data.dataset={config.data.dataset!r}")
+    return loop.run(config, workdir, task(config, workdir))
