@@ -109,7 +109,14 @@ def test_evaluate_a_tiny_transformer_with_and_without_rerank(tiny_dalle, tiny_cl
         assert shares["count"] == 3
         assert all(shares[k] is None or 0 <= shares[k] <= 1 for k in shapes_eval.CHECKS)
         assert set(shares["by_shape"]) <= set(SHAPES) and shares["by_shape"]
-    assert record["with_rerank"]["rerank_from"] == 2
+    reranked = record["with_rerank"]
+    assert reranked["rerank_from"] == 2
+    # A pick among the samples can do no better than the best of them, and no worse than none;
+    # 3 captions × 2 samples give shares in steps of 1/6 and 1/3.
+    assert 0 <= reranked["sample_mean"] <= reranked["oracle"] <= 1
+    assert max(reranked["all"], record["without_rerank"]["all"]) <= reranked["oracle"]
+    assert round(reranked["sample_mean"] * 6, 6).is_integer()
+    assert round(reranked["oracle"] * 3, 6).is_integer()
     assert record["loss"]["bits_per_image_token"] > 0
 
 

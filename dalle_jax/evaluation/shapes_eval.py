@@ -2,7 +2,8 @@
 
 For the first `num_captions` captions of a split, one sample per caption is judged (colour, shape,
 position: `judge`), and, given a CLIP workdir, the best of `rerank_from` samples by CLIP score is
-judged too. The split's validation loss (text and image cross-entropy, bits per image token) of
+judged too, beside the share of all those samples that pass (`sample_mean`: a random pick) and of
+captions with at least one passing sample (`oracle`: a perfect reranker). The split's validation loss (text and image cross-entropy, bits per image token) of
 the same parameters comes with it, and so does the checker's ceiling: the share of the split's own
 scenes that pass once encoded and decoded by the dVAE (`reconstructions`), which no sample can
 be expected to beat.
@@ -100,13 +101,17 @@ def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: in
     per_caption = rerank_from if ranker else 1
     codes = gen.sample(text, per_caption, seed=seed, settings=settings, batch_size=batch_size)
     images = gen.decode(codes)  # (P, N, H, W, 3)
-    plain = [judge.judge(images[p, 0], r, classifier) for p, r in enumerate(requests)]
-    record["without_rerank"] = _shares(plain, requests)
+    every = [[judge.judge(images[p, n], r, classifier) for n in range(per_caption)]
+             for p, r in enumerate(requests)]
+    record["without_rerank"] = _shares([row[0] for row in every], requests)
     if ranker:
         best = [int(np.argmax(ranker.scores(images[p], c))) for p, c in enumerate(captions)]
-        reranked = [judge.judge(images[p, b], r, classifier)
-                    for p, (b, r) in enumerate(zip(best, requests))]
-        record["with_rerank"] = dict(_shares(reranked, requests), rerank_from=rerank_from)
+        reranked = [row[b] for row, b in zip(every, best)]
+        record["with_rerank"] = dict(
+            _shares(reranked, requests), rerank_from=rerank_from,
+            # what a random pick of the N samples scores, and a perfect reranker's ceiling
+            sample_mean=float(np.mean([j["all"] for row in every for j in row])),
+            oracle=float(np.mean([any(j["all"] for j in row) for row in every])))
     record["loss"] = split_loss(gen, split, loss_batches)
     return record
 
