@@ -61,6 +61,9 @@ def test_reranker_scores_are_cosines_and_top_k_orders_them(tiny_clip, gen):
     expected = np.asarray(m.image_embedding(images.astype(np.float32) / 255) @ m.text_embedding(text)[0])
     np.testing.assert_allclose(scores, expected, atol=1e-5)
     assert np.all(np.abs(scores) <= 1 + 1e-5)
+    prompts = ["a red circle", "a blue box on the left", "a star"]
+    np.testing.assert_allclose(ranker.text_embeddings(prompts, batch_size=2),
+                               m.text_embedding(ranker.tokenizer.encode_batch(prompts)), atol=1e-5)
     best = top_k(scores, 3)
     assert list(scores[best]) == sorted(scores, reverse=True)[:3]
     with pytest.raises(ValueError, match="k ≥ 1"):

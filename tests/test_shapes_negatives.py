@@ -4,6 +4,7 @@ never named, the same negatives for the same batch."""
 import re
 
 import numpy as np
+import pytest
 
 from dalle_jax.data.shapes import scenes
 from dalle_jax.data.shapes.negatives import negative_caption, negative_captions
@@ -59,3 +60,15 @@ def test_negatives_never_name_a_held_out_pair_and_repeat_for_the_same_batch():
     assert negative_caption("a red box", np.random.default_rng(0),
                             avoid=every_swap - {("red", "star")}, tries=200) == "a red star"
     assert negative_caption("the word 'sun' in white letters", np.random.default_rng(0)) == ""
+
+
+def test_negatives_of_one_kind_change_only_that_kind():
+    rng = np.random.default_rng(3)
+    for kind in ("colour", "shape", "position", "relation"):
+        for caption in _captions(60, seed=4):
+            negative = negative_caption(caption, rng, kinds=(kind,))
+            if negative:
+                assert [d[0] for d in _differences(parse(caption), parse(negative))] == [kind]
+    assert negative_caption("a red box", rng, kinds=("position",)) == ""
+    with pytest.raises(ValueError, match="size"):
+        negative_caption("a red box", rng, kinds=("size",))

@@ -23,15 +23,16 @@ class Reranker:
         self.config, self.model, self.tokenizer, self.step = config, model, tokenizer, step
         graphdef, state = nnx.split(model)
 
-        def run(state, images, text):
+        def images_in(state, images):
             m = nnx.merge(graphdef, state)
             x = images.astype(jnp.float32) / 255.0
             r = m.resolution
             if x.shape[1:3] != (r, r):
                 x = jax.image.resize(x, (x.shape[0], r, r, 3), "linear")
-            return m.image_embedding(x) @ m.text_embedding(text)[0]
+            return m.image_embedding(x)
         self._state = state
-        self._run = jax.jit(run)
+        self._images = jax.jit(images_in)
+        self._text = jax.jit(lambda state, text: nnx.merge(graphdef, state).text_embedding(text))
 
     @classmethod
     def load(cls, workdir: str, *, step: int | None = None) -> "Reranker":
@@ -43,13 +44,22 @@ class Reranker:
         return cls(config, spec.merge(state["ema"], {}), pipeline.ensure_tokenizer(config, workdir),
                    step)
 
+    def image_embeddings(self, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, E) unit vectors of uint8 images (N, H, W, 3), resized to the model's resolution
+        when they differ."""
+        return np.concatenate([np.asarray(self._images(self._state, images_uint8[i:i + batch_size]))
+                               for i in range(0, len(images_uint8), batch_size)])
+
+    def text_embeddings(self, prompts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(P, E) unit vectors of the prompts, tokenized by the CLIP workdir's tokenizer."""
+        return np.concatenate([
+            np.asarray(self._text(self._state, self.tokenizer.encode_batch(prompts[i:i + batch_size])))
+            for i in range(0, len(prompts), batch_size)])
+
     def scores(self, images_uint8: np.ndarray, prompt: str, batch_size: int = 64) -> np.ndarray:
         """Cosine similarity (N,) of each uint8 image (N, H, W, 3) to `prompt` (resized to the
         model's resolution when they differ)."""
-        text = self.tokenizer.encode_batch([prompt])
-        out = [np.asarray(self._run(self._state, images_uint8[i:i + batch_size], text))
-               for i in range(0, len(images_uint8), batch_size)]
-        return np.concatenate(out)
+        return self.image_embeddings(images_uint8, batch_size) @ self.text_embeddings([prompt])[0]
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -46,13 +46,16 @@ def _swap_one(text: str, found: list, rng: np.random.Generator) -> str:
 
 
 def negative_caption(caption: str, rng: np.random.Generator, avoid=frozenset(),
-                     tries: int = 8) -> str:
+                     tries: int = 8, kinds: tuple[str, ...] = KINDS) -> str:
     """`caption` (lower-cased, as the tokenizer sees it) with one colour, shape, place or relation
-    replaced by a different one, chosen with `rng`. A negative naming a (colour, shape) pair in
-    `avoid` (the held-out pairs, which training must not mention) is drawn again, up to `tries`
-    times. "" when the caption names none of these, or every draw named an avoided pair."""
+    (one of `kinds`) replaced by a different one, chosen with `rng`. A negative naming a (colour,
+    shape) pair in `avoid` (the held-out pairs, which training must not mention) is drawn again,
+    up to `tries` times. "" when the caption names none of `kinds`, or every draw named an avoided
+    pair."""
+    if not set(kinds) <= set(KINDS):
+        raise ValueError(f"negative kinds {kinds} must be among {KINDS}")
     text = caption.lower()
-    found = [s for s in spans(text) if s.kind in KINDS]
+    found = [s for s in spans(text) if s.kind in kinds]
     for _ in range(tries if found else 0):
         negative = _swap_one(text, found, rng)
         if not avoid or not {(o.colour, o.shape) for o in parse(negative).objects} & avoid:
