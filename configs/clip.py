@@ -24,6 +24,8 @@ def _base() -> ml_collections.ConfigDict:
         # Images: side in pixels and the vision transformer's patch side.
         resolution=256,
         patch=16,
+        # Channels of two 3×3 ReLU convolutions run before patching (0: patch the pixels).
+        stem_channels=0,
         # Width, heads and depth of each tower; the shared embedding width.
         width=512,
         heads=8,

@@ -37,6 +37,8 @@ def test_loss_matches_a_numpy_reference_and_embeddings_are_unit():
         return np.mean(np.log(np.exp(z).sum(1)) - np.diag(z))
     np.testing.assert_allclose(float(loss), (ce(logits) + ce(logits.T)) / 2, rtol=1e-4)
     np.testing.assert_allclose(float(aux["temperature"]), 0.07, rtol=1e-5)
+    with pytest.raises(ValueError, match="stem_channels must be ≥ 0, got -1"):
+        Clip.from_config(load("clip", "tiny", **{"model.stem_channels": -1}).model)
 
 
 def test_hard_negatives_add_image_to_caption_columns_against_a_numpy_reference():
@@ -86,8 +88,10 @@ def test_retrieval_counts_a_repeated_caption_as_right():
     np.testing.assert_allclose(float(aux["image_to_text_accuracy"]), expected)
 
 
-def test_contrastive_loss_falls_on_a_fixed_batch():
-    model = Clip.from_config(load("clip", "tiny").model)
+@pytest.mark.parametrize("stem_channels", [0, 8])
+def test_contrastive_loss_falls_on_a_fixed_batch(stem_channels):
+    model = Clip.from_config(load("clip", "tiny", **{"model.stem_channels": stem_channels}).model)
+    assert (model.stem is None) == (stem_channels == 0)
     images, text = _batch(model, b=8)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adam(3e-3)

@@ -3,8 +3,10 @@
 Two encoders map into one `embed_dim` space. The text encoder embeds BPE ids (the same tokenizer
 and padding as stage 2) with learned positions, runs pre-norm transformer blocks in which padding
 keys are masked, and averages the non-padding positions. The image encoder is a vision
-transformer: non-overlapping `patch`×`patch` patches of the pixels in [−1, 1], a linear embedding,
-learned positions, the same blocks without a mask, and the mean over patches. Each side ends in a
+transformer: non-overlapping `patch`×`patch` patches of the pixels in [−1, 1] (or, with
+`stem_channels`, of the feature maps of two 3×3 ReLU convolutions over them, which hand the
+patches local edges and corners: a small object's outline is otherwise a few pixels inside one
+linear patch embedding), a linear embedding, learned positions, the same blocks without a mask, and the mean over patches. Each side ends in a
 LayerNorm and a linear projection; embeddings are L2-normalised. `logit_scale` is the learned log
 inverse temperature of the symmetric InfoNCE loss (`training.clip_loss`). The blocks are the
 stage-2 transformer's (`transformer.Layers`, `transformer.block`), run under `lax.scan`.
@@ -21,6 +23,7 @@ from flax import nnx
 
 from dalle_jax.data.tokenizer import PAD_ID
 from dalle_jax.models.attention_masks import MASKED
+from dalle_jax.models.dvae import Conv
 from dalle_jax.models.transformer import (Layers, block, layer_norm, normal_param, ones_param,
                                           zeros_param)
 
@@ -58,17 +61,23 @@ class Clip(nnx.Module):
 
     def __init__(self, *, text_vocab: int, text_len: int, resolution: int, patch: int,
                  width: int, text_depth: int, image_depth: int, heads: int, embed_dim: int,
-                 init_temperature: float = 0.07, rngs: nnx.Rngs):
+                 init_temperature: float = 0.07, stem_channels: int = 0, rngs: nnx.Rngs):
         if resolution % patch:
             raise ValueError(f"clip resolution {resolution} is not a multiple of patch {patch}")
         if width % heads:
             raise ValueError(f"clip width {width} is not a multiple of heads {heads}")
         self.text_vocab, self.text_len, self.resolution, self.patch = text_vocab, text_len, resolution, patch
         patches = (resolution // patch) ** 2
+        if stem_channels < 0:
+            raise ValueError(f"clip stem_channels must be ≥ 0, got {stem_channels}")
+        channels = stem_channels or 3
+        self.stem = (nnx.List([Conv(3, stem_channels, 3, rngs=rngs),
+                               Conv(stem_channels, stem_channels, 3, rngs=rngs)])
+                     if stem_channels else None)
         self.token_embed = normal_param(rngs, (text_vocab, width), ("vocab", "embed"))
         self.text_pos = normal_param(rngs, (text_len, width), (None, "embed"))
-        self.patch_embed = normal_param(rngs, (patch * patch * 3, width), (None, "embed"),
-                                  std=(patch * patch * 3) ** -0.5)
+        self.patch_embed = normal_param(rngs, (patch * patch * channels, width), (None, "embed"),
+                                        std=(patch * patch * channels) ** -0.5)
         self.patch_bias = zeros_param((width,), ("norm",))
         self.image_pos = normal_param(rngs, (patches, width), (None, "embed"))
         self.text_tower = Tower(width=width, depth=text_depth, heads=heads, embed_dim=embed_dim,
@@ -84,7 +93,7 @@ class Clip(nnx.Module):
                    resolution=model.resolution, patch=model.patch, width=model.width,
                    text_depth=model.text_depth, image_depth=model.image_depth, heads=model.heads,
                    embed_dim=model.embed_dim, init_temperature=model.init_temperature,
-                   rngs=nnx.Rngs(seed))
+                   stem_channels=model.get("stem_channels", 0), rngs=nnx.Rngs(seed))
 
     def text_embedding(self, text: jax.Array) -> jax.Array:
         """(B, T) ids → (B, E) unit vectors; padding is masked out (an empty caption keeps slot 0)."""
@@ -102,8 +111,12 @@ class Clip(nnx.Module):
                              f"{images_uint8.shape[1:]}")
         x = images_uint8.astype(jnp.float32)
         x = x / 255.0 if images_uint8.dtype == jnp.uint8 else x
-        p = self.patch
-        x = (2 * x - 1).reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+        p, x = self.patch, 2 * x - 1
+        if self.stem is not None:
+            for conv in self.stem:
+                x = jax.nn.relu(conv(x))
+            c = x.shape[-1]
+        x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
         x = x.reshape(b, (h // p) * (w // p), p * p * c) @ self.patch_embed[...] + self.patch_bias[...]
         return self.image_tower(x + self.image_pos[...])
 
