@@ -6,7 +6,8 @@ prints one JSON line per workdir and split: per kind, the share of images whose 
 higher, and how many images had a negative of that kind. A reranker that is blind to shape shows it
 here as a shape share near 0.5.
 
-    python experiments/shapes/clip_probe.py WORKDIR [WORKDIR ...] [--splits=validation,heldout] [--count=512]
+    python experiments/shapes/clip_probe.py WORKDIR [WORKDIR ...] [--splits=validation,heldout]
+        [--count=512] [--step=S]
 """
 
 import json
@@ -24,6 +25,7 @@ from dalle_jax.generation.rerank import Reranker
 
 SPLITS = flags.DEFINE_list("splits", ["validation", "heldout"], "splits to probe")
 COUNT = flags.DEFINE_integer("count", 512, "scenes per split")
+STEP = flags.DEFINE_integer("step", None, "checkpoint step to probe (default: the newest)")
 
 
 def probe(ranker: Reranker, split: str, count: int) -> dict:
@@ -50,7 +52,7 @@ def probe(ranker: Reranker, split: str, count: int) -> dict:
 
 def main(argv):
     for workdir in argv[1:]:
-        ranker = Reranker.load(workdir)
+        ranker = Reranker.load(workdir, step=STEP.value)
         for split in SPLITS.value:
             print(json.dumps({"clip_workdir": workdir, "step": ranker.step, "split": split,
                               **probe(ranker, split, COUNT.value)}), flush=True)
