@@ -3,10 +3,10 @@
 For the first `num_captions` captions of a split, one sample per caption is judged (colour, shape,
 position: `judge`), and, given a CLIP workdir, the best of `rerank_from` samples by CLIP score is
 judged too, beside the share of all those samples that pass (`sample_mean`: a random pick) and of
-captions with at least one passing sample (`oracle`: a perfect reranker). The split's validation loss (text and image cross-entropy, bits per image token) of
-the same parameters comes with it, and so does the checker's ceiling: the share of the split's own
-scenes that pass once encoded and decoded by the dVAE (`reconstructions`), which no sample can
-be expected to beat.
+captions with at least one passing sample (`oracle`: a perfect reranker). The split's validation
+loss (text and image cross-entropy, bits per image token) of the same parameters comes with it,
+and so does the checker's ceiling: the share of the split's own scenes that pass once encoded and
+decoded by the dVAE (`reconstructions`), which no sample can be expected to beat.
 """
 
 from __future__ import annotations

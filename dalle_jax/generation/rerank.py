@@ -52,9 +52,9 @@ class Reranker:
 
     def text_embeddings(self, prompts: list[str], batch_size: int = 64) -> np.ndarray:
         """(P, E) unit vectors of the prompts, tokenized by the CLIP workdir's tokenizer."""
-        return np.concatenate([
-            np.asarray(self._text(self._state, self.tokenizer.encode_batch(prompts[i:i + batch_size])))
-            for i in range(0, len(prompts), batch_size)])
+        ids = self.tokenizer.encode_batch(prompts)
+        return np.concatenate([np.asarray(self._text(self._state, ids[i:i + batch_size]))
+                               for i in range(0, len(ids), batch_size)])
 
     def scores(self, images_uint8: np.ndarray, prompt: str, batch_size: int = 64) -> np.ndarray:
         """Cosine similarity (N,) of each uint8 image (N, H, W, 3) to `prompt` (resized to the

@@ -6,9 +6,10 @@ keys are masked, and averages the non-padding positions. The image encoder is a 
 transformer: non-overlapping `patch`×`patch` patches of the pixels in [−1, 1] (or, with
 `stem_channels`, of the feature maps of two 3×3 ReLU convolutions over them, which hand the
 patches local edges and corners: a small object's outline is otherwise a few pixels inside one
-linear patch embedding), a linear embedding, learned positions, the same blocks without a mask, and the mean over patches. Each side ends in a
-LayerNorm and a linear projection; embeddings are L2-normalised. `logit_scale` is the learned log
-inverse temperature of the symmetric InfoNCE loss (`training.clip_loss`). The blocks are the
+linear patch embedding), a linear embedding, learned positions, the same blocks without a mask,
+and the mean over patches. Each side ends in a LayerNorm and a linear projection; embeddings are
+L2-normalised. `logit_scale` is the learned log inverse temperature of the symmetric InfoNCE loss
+(`training.clip_loss`). The blocks are the
 stage-2 transformer's (`transformer.Layers`, `transformer.block`), run under `lax.scan`.
 """
 

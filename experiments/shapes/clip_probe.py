@@ -1,4 +1,4 @@
-"""How well a CLIP workdir tells a `shapes` caption from the same caption with one attribute swapped.
+"""How well a CLIP workdir tells a `shapes` caption from the caption with one attribute swapped.
 
 For the first N scenes of each split, every image is scored against its own caption and against a
 hard negative of one kind at a time (`data.shapes.negatives`: colour, shape, position, relation);
