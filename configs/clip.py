@@ -24,7 +24,8 @@ def _base() -> ml_collections.ConfigDict:
         # Images: side in pixels and the vision transformer's patch side.
         resolution=256,
         patch=16,
-        # Channels of two 3×3 ReLU convolutions run before patching (0: patch the pixels).
+        # A convolutional stem instead of linear patches: log2(patch) 3×3 stride-2 ReLU
+        # convolutions, this many channels wide and doubling at each (0: linear patches).
         stem_channels=0,
         # Width, heads and depth of each tower; the shared embedding width.
         width=512,

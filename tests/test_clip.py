@@ -41,6 +41,30 @@ def test_loss_matches_a_numpy_reference_and_embeddings_are_unit():
         Clip.from_config(load("clip", "tiny", **{"model.stem_channels": -1}).model)
 
 
+def test_conv_stem_halves_log2_patch_times_and_sees_only_its_neighbourhood():
+    config = load("clip", "tiny", **{"model.stem_channels": 4}).model  # 32 px, patch 8
+    model = Clip.from_config(config)
+    assert [c.w.shape for c in model.stem] == [(3, 3, 3, 4), (3, 3, 4, 8), (3, 3, 8, 16)]
+    assert [c.stride for c in model.stem] == [2, 2, 2]
+    assert model.patch_embed.shape == (16, config.width)
+    x = jnp.asarray(_batch(model, b=2)[0], jnp.float32) / 255
+    feats = x * 2 - 1
+    for conv in model.stem:
+        feats = jax.nn.relu(conv(feats))
+    assert feats.shape == (2, 4, 4, 16)  # one token per 8 × 8 patch
+    # Three stride-2 3×3 convolutions: token (0, 0) sees pixels 0…14 (15 across), not pixel 15.
+    bumped = np.asarray(x).copy()
+    bumped[:, 15, 15] = 1 - bumped[:, 15, 15]
+    again = jnp.asarray(bumped) * 2 - 1
+    for conv in model.stem:
+        again = jax.nn.relu(conv(again))
+    np.testing.assert_array_equal(np.asarray(again)[:, 0, 0], np.asarray(feats)[:, 0, 0])
+    assert not np.array_equal(np.asarray(again)[:, 1, 1], np.asarray(feats)[:, 1, 1])
+    with pytest.raises(ValueError, match="patch must be a power of 2 ≥ 2, got 12"):
+        Clip.from_config(load("clip", "tiny", **{"model.stem_channels": 4, "model.patch": 12,
+                                                 "model.resolution": 36}).model)
+
+
 def test_hard_negatives_add_image_to_caption_columns_against_a_numpy_reference():
     model = Clip.from_config(load("clip", "tiny").model)
     images, text = _batch(model)

@@ -3,11 +3,13 @@
 Two encoders map into one `embed_dim` space. The text encoder embeds BPE ids (the same tokenizer
 and padding as stage 2) with learned positions, runs pre-norm transformer blocks in which padding
 keys are masked, and averages the non-padding positions. The image encoder is a vision
-transformer: non-overlapping `patch`×`patch` patches of the pixels in [−1, 1] (or, with
-`stem_channels`, of the feature maps of two 3×3 ReLU convolutions over them, which hand the
-patches local edges and corners: a small object's outline is otherwise a few pixels inside one
-linear patch embedding), a linear embedding, learned positions, the same blocks without a mask,
-and the mean over patches. Each side ends in a LayerNorm and a linear projection; embeddings are
+transformer: non-overlapping `patch`×`patch` patches of the pixels in [−1, 1] and a linear
+embedding of each, or, with `stem_channels`, a convolutional stem in their place (Xiao et al.
+2021, "Early convolutions help transformers see better"): log2(patch) 3×3 ReLU convolutions of
+stride 2, `stem_channels` wide and doubling at each, then a linear map of each position. A token
+then sees about two patches across, so a small object's outline lies inside one token's view
+instead of being cut between linear patches. Then learned positions, the same blocks without a
+mask, and the mean over the tokens. Each side ends in a LayerNorm and a linear projection; embeddings are
 L2-normalised. `logit_scale` is the learned log inverse temperature of the symmetric InfoNCE loss
 (`training.clip_loss`). The blocks are the
 stage-2 transformer's (`transformer.Layers`, `transformer.block`), run under `lax.scan`.
@@ -71,14 +73,17 @@ class Clip(nnx.Module):
         patches = (resolution // patch) ** 2
         if stem_channels < 0:
             raise ValueError(f"clip stem_channels must be ≥ 0, got {stem_channels}")
-        channels = stem_channels or 3
-        self.stem = (nnx.List([Conv(3, stem_channels, 3, rngs=rngs),
-                               Conv(stem_channels, stem_channels, 3, rngs=rngs)])
-                     if stem_channels else None)
+        if stem_channels and (patch < 2 or patch & (patch - 1)):
+            raise ValueError(f"a clip conv stem (stem_channels={stem_channels}) halves the image "
+                             f"log2(patch) times, so patch must be a power of 2 ≥ 2, got {patch}")
+        widths = [stem_channels * 2 ** i for i in range(patch.bit_length() - 1)] if stem_channels else []
+        self.stem = (nnx.List([Conv(n_in, n_out, 3, stride=2, rngs=rngs)
+                               for n_in, n_out in zip([3, *widths], widths)]) if widths else None)
+        channels = widths[-1] if widths else patch * patch * 3
         self.token_embed = normal_param(rngs, (text_vocab, width), ("vocab", "embed"))
         self.text_pos = normal_param(rngs, (text_len, width), (None, "embed"))
-        self.patch_embed = normal_param(rngs, (patch * patch * channels, width), (None, "embed"),
-                                        std=(patch * patch * channels) ** -0.5)
+        self.patch_embed = normal_param(rngs, (channels, width), (None, "embed"),
+                                        std=channels ** -0.5)
         self.patch_bias = zeros_param((width,), ("norm",))
         self.image_pos = normal_param(rngs, (patches, width), (None, "embed"))
         self.text_tower = Tower(width=width, depth=text_depth, heads=heads, embed_dim=embed_dim,
@@ -113,12 +118,13 @@ class Clip(nnx.Module):
         x = images_uint8.astype(jnp.float32)
         x = x / 255.0 if images_uint8.dtype == jnp.uint8 else x
         p, x = self.patch, 2 * x - 1
-        if self.stem is not None:
+        if self.stem is None:  # (B, R/p, R/p, p·p·3) patches
+            x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+            x = x.reshape(b, h // p, w // p, p * p * c)
+        else:  # (B, R/p, R/p, C) feature maps
             for conv in self.stem:
                 x = jax.nn.relu(conv(x))
-            c = x.shape[-1]
-        x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-        x = x.reshape(b, (h // p) * (w // p), p * p * c) @ self.patch_embed[...] + self.patch_bias[...]
+        x = x.reshape(b, (h // p) * (w // p), -1) @ self.patch_embed[...] + self.patch_bias[...]
         return self.image_tower(x + self.image_pos[...])
 
     def scale(self) -> jax.Array:

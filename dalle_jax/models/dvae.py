@@ -33,23 +33,25 @@ def check_downsample(downsample: int) -> int:
 
 
 class Conv(nnx.Module):
-    """A 'same'-padded square convolution, initialised like `dall_e.utils.Conv2d`.
+    """A 'same'-padded square convolution (of `stride`), initialised like `dall_e.utils.Conv2d`.
 
     Weights ~ N(0, 1 / (n_in·k²)), bias zero; computation in `dtype`, parameters in float32.
     """
 
-    def __init__(self, n_in: int, n_out: int, k: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, n_in: int, n_out: int, k: int, *, stride: int = 1, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
         if k % 2 != 1:
             raise ValueError(f"kernel size must be odd, got {k}")
         init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal")
         self.w = nnx.Param(init(rngs.params(), (k, k, n_in, n_out), jnp.float32),
                            out_sharding=KERNEL_AXES)
         self.b = nnx.Param(jnp.zeros((n_out,), jnp.float32), out_sharding=BIAS_AXES)
-        self.dtype = dtype
+        self.dtype, self.stride = dtype, stride
 
     def __call__(self, x_bhwc: jax.Array) -> jax.Array:
         y = jax.lax.conv_general_dilated(
-            x_bhwc.astype(self.dtype), self.w[...].astype(self.dtype), window_strides=(1, 1),
+            x_bhwc.astype(self.dtype), self.w[...].astype(self.dtype),
+            window_strides=(self.stride, self.stride),
             padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
         return y + self.b[...].astype(self.dtype)
