@@ -54,6 +54,9 @@ def _base() -> ml_collections.ConfigDict:
     # `shapes` object captions only: also rank each caption above a copy with one colour, shape,
     # place or relation swapped (NegCLIP-style hard negatives; `data.shapes.negatives`).
     c.train.hard_negatives = False
+    # Which of colour, shape, position, relation those training negatives swap (comma-separated;
+    # validation's `negative_accuracy` always swaps any of them).
+    c.train.negative_kinds = "colour,shape,position,relation"
     c.partitioning = ml_collections.ConfigDict(dict(
         rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,
                    layers=None, norm=None, batch=("data", "fsdp")),

@@ -168,6 +168,13 @@ def test_trains_against_hard_negatives_and_resumes_the_same(tiny_dvae, tmp_path)
     assert len(train_losses(straight)) == 6
     np.testing.assert_allclose([x[1] for x in train_losses(resumed)],
                                [x[1] for x in train_losses(straight)], rtol=1e-6)
+    assert clip_trainer.training_kinds(config) == ("colour", "shape", "position", "relation")
+    shape_only = load("clip", "tiny", **{"train.negative_kinds": "shape"})
+    assert clip_trainer.training_kinds(shape_only) == ("shape",)
+    with pytest.raises(ValueError, match="train.negative_kinds: negative kinds 'shape,size'"):
+        clip_trainer.train_and_evaluate(load("clip", "tiny", **{
+            "data.data_dir": data_dir, "train.hard_negatives": True,
+            "train.negative_kinds": "shape,size"}), str(tmp_path / "bad_kinds"))
     with pytest.raises(ValueError, match="train.hard_negatives=True needs captions"):
         clip_trainer.train_and_evaluate(load("clip", "tiny", **{
             "data.data_dir": data_dir, "train.hard_negatives": True,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dalle_jax.data.shapes import scenes
-from dalle_jax.data.shapes.negatives import negative_caption, negative_captions
+from dalle_jax.data.shapes.negatives import negative_caption, negative_captions, parse_kinds
 from dalle_jax.data.shapes.vocabulary import COLOURS, DEFAULT_HELDOUT_PAIRS, SHAPES
 from dalle_jax.evaluation.caption_parser import parse
 
@@ -72,3 +72,14 @@ def test_negatives_of_one_kind_change_only_that_kind():
     assert negative_caption("a red box", rng, kinds=("position",)) == ""
     with pytest.raises(ValueError, match="size"):
         negative_caption("a red box", rng, kinds=("size",))
+
+
+def test_a_batch_of_negatives_swaps_only_the_kinds_asked_for():
+    captions = _captions(200, seed=5)
+    negatives = negative_captions(captions, seed=0, kinds=parse_kinds(" shape, relation "))
+    seen = {d[0] for c, n in zip(captions, negatives, strict=True) if n
+            for d in _differences(parse(c), parse(n))}
+    assert seen == {"shape", "relation"}
+    for bad in ("shape,size", "", ","):
+        with pytest.raises(ValueError, match="each must be one of colour, shape, position"):
+            parse_kinds(bad)

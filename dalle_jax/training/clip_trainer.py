@@ -6,7 +6,7 @@ loss and in-batch retrieval accuracy (image → caption and caption → image, t
 parameter EMA. On `shapes` object captions each image also gets a hard negative caption (one
 colour, shape, place or relation swapped, `data.shapes.negatives`): validation always reports how
 often an image prefers its caption to it (`negative_accuracy`), and `train.hard_negatives` trains
-against them too. `training.loop` does the rest (checkpoints, resuming, metrics, SIGTERM).
+against them too (swapping only the kinds in `train.negative_kinds`). `training.loop` does the rest (checkpoints, resuming, metrics, SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from dalle_jax.data.pipeline import TOKENIZER_FILE
-from dalle_jax.data.shapes.negatives import negative_captions
+from dalle_jax.data.shapes.negatives import KINDS, negative_captions, parse_kinds
 from dalle_jax.data.shapes.vocabulary import DEFAULT_HELDOUT_PAIRS
 from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.models.clip import Clip
@@ -60,15 +60,24 @@ def has_negatives(config: ml_collections.ConfigDict) -> bool:
     return config.data.dataset == "shapes" and config.data.shapes.variant == "objects"
 
 
-def negatives_maker(config: ml_collections.ConfigDict,
-                    workdir: str) -> Callable[[list[str]], np.ndarray]:
-    """captions → (B, text_len) int32 ids of one hard negative each (padding where there is none),
-    tokenized by the workdir's tokenizer; held-out (colour, shape) pairs are never named."""
+def negatives_maker(config: ml_collections.ConfigDict, workdir: str,
+                    kinds: tuple[str, ...] = KINDS) -> Callable[[list[str]], np.ndarray]:
+    """captions → (B, text_len) int32 ids of one hard negative each, with one of `kinds` swapped
+    (padding where there is none), tokenized by the workdir's tokenizer; held-out (colour, shape)
+    pairs are never named."""
     tokenizer = TextTokenizer.load(os.path.join(workdir, TOKENIZER_FILE), config.text.text_len)
     avoid = frozenset(tuple(p) for p in config.data.shapes.get("heldout_pairs",
                                                                 DEFAULT_HELDOUT_PAIRS))
     return lambda captions: tokenizer.encode_batch(
-        negative_captions(captions, config.data.seed, avoid))
+        negative_captions(captions, config.data.seed, avoid, kinds))
+
+
+def training_kinds(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """What the training negatives swap (`train.negative_kinds`; validation swaps any kind)."""
+    try:
+        return parse_kinds(config.train.get("negative_kinds", ",".join(KINDS)))
+    except ValueError as e:
+        raise ValueError(f"train.negative_kinds: {e}") from None
 
 
 def _inputs(config, batch: dict, negatives: Callable | None = None) -> dict:
@@ -149,15 +158,14 @@ def task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
     negatives are written with)."""
     compiled = {}
 
-    def negatives():
-        if "negatives" not in compiled:  # the loop writes the tokenizer before it builds steps
-            compiled["negatives"] = (negatives_maker(config, workdir) if has_negatives(config)
-                                     else None)
-        return compiled["negatives"]
+    def negatives(kinds=KINDS):
+        if kinds not in compiled:  # the loop writes the tokenizer before it builds steps
+            compiled[kinds] = negatives_maker(config, workdir, kinds) if has_negatives(config) else None
+        return compiled[kinds]
 
     def train_step(spec):
-        return make_train_step(spec, config,
-                               negatives() if config.train.get("hard_negatives") else None)
+        return make_train_step(spec, config, negatives(training_kinds(config))
+                               if config.train.get("hard_negatives") else None)
 
     def run_eval(spec, state, batches):
         if "eval" not in compiled:
@@ -179,6 +187,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.text.vocab_size > m.text_vocab:
         raise ValueError(f"text.vocab_size={config.text.vocab_size} exceeds model.text_vocab="
                          f"{m.text_vocab}")
+    training_kinds(config)  # a bad train.negative_kinds fails before any work
     if config.train.get("hard_negatives") and not has_negatives(config):
         raise ValueError(f"train.hard_negatives=True needs captions with attributes to swap, which "
                          f"only data.dataset='shapes' with shapes.variant='objects' has; got "

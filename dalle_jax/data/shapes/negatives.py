@@ -63,9 +63,19 @@ def negative_caption(caption: str, rng: np.random.Generator, avoid=frozenset(),
     return ""
 
 
-def negative_captions(captions, seed: int, avoid=frozenset()) -> list[str]:
-    """One negative per caption (see `negative_caption`), drawn from an rng seeded by `seed` and
-    the captions themselves, so that the same batch always gets the same negatives, resumed runs
-    included."""
+def negative_captions(captions, seed: int, avoid=frozenset(),
+                      kinds: tuple[str, ...] = KINDS) -> list[str]:
+    """One negative per caption (see `negative_caption`; one of `kinds` swapped), drawn from an
+    rng seeded by `seed` and the captions themselves, so that the same batch always gets the same
+    negatives, resumed runs included."""
     rng = np.random.default_rng([seed, zlib.crc32("\n".join(captions).encode("utf-8"))])
-    return [negative_caption(c, rng, frozenset(avoid)) for c in captions]
+    return [negative_caption(c, rng, frozenset(avoid), kinds=kinds) for c in captions]
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """'shape,position' → ('shape', 'position'); a ValueError names an unknown or missing kind."""
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ValueError(f"negative kinds {text!r}: each must be one of {', '.join(KINDS)}")
+    return kinds
