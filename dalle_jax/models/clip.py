@@ -9,10 +9,10 @@ embedding of each, or, with `stem_channels`, a convolutional stem in their place
 stride 2, `stem_channels` wide and doubling at each, then a linear map of each position. A token
 then sees about two patches across, so a small object's outline lies inside one token's view
 instead of being cut between linear patches. Then learned positions, the same blocks without a
-mask, and the mean over the tokens. Each side ends in a LayerNorm and a linear projection; embeddings are
-L2-normalised. `logit_scale` is the learned log inverse temperature of the symmetric InfoNCE loss
-(`training.clip_loss`). The blocks are the
-stage-2 transformer's (`transformer.Layers`, `transformer.block`), run under `lax.scan`.
+mask, and the mean over the tokens. Each side ends in a LayerNorm and a linear projection;
+embeddings are L2-normalised. `logit_scale` is the learned log inverse temperature of the
+symmetric InfoNCE loss (`training.clip_loss`). The blocks are the stage-2 transformer's
+(`transformer.Layers`, `transformer.block`), run under `lax.scan`.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class Clip(nnx.Module):
         if stem_channels and (patch < 2 or patch & (patch - 1)):
             raise ValueError(f"a clip conv stem (stem_channels={stem_channels}) halves the image "
                              f"log2(patch) times, so patch must be a power of 2 ≥ 2, got {patch}")
-        widths = [stem_channels * 2 ** i for i in range(patch.bit_length() - 1)] if stem_channels else []
+        halvings = patch.bit_length() - 1 if stem_channels else 0
+        widths = [stem_channels * 2 ** i for i in range(halvings)]
         self.stem = (nnx.List([Conv(n_in, n_out, 3, stride=2, rngs=rngs)
                                for n_in, n_out in zip([3, *widths], widths)]) if widths else None)
         channels = widths[-1] if widths else patch * patch * 3

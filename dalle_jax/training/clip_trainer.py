@@ -6,7 +6,8 @@ loss and in-batch retrieval accuracy (image → caption and caption → image, t
 parameter EMA. On `shapes` object captions each image also gets a hard negative caption (one
 colour, shape, place or relation swapped, `data.shapes.negatives`): validation always reports how
 often an image prefers its caption to it (`negative_accuracy`), and `train.hard_negatives` trains
-against them too (swapping only the kinds in `train.negative_kinds`). `training.loop` does the rest (checkpoints, resuming, metrics, SIGTERM).
+against them too (swapping only the kinds in `train.negative_kinds`). `training.loop` does the
+rest (checkpoints, resuming, metrics, SIGTERM).
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
     def negatives(kinds=KINDS):
         if kinds not in compiled:  # the loop writes the tokenizer before it builds steps
-            compiled[kinds] = negatives_maker(config, workdir, kinds) if has_negatives(config) else None
+            compiled[kinds] = (negatives_maker(config, workdir, kinds) if has_negatives(config)
+                               else None)
         return compiled[kinds]
 
     def train_step(spec):
