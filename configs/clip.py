@@ -27,6 +27,9 @@ def _base() -> ml_collections.ConfigDict:
         # A convolutional stem instead of linear patches: log2(patch) 3×3 stride-2 ReLU
         # convolutions, this many channels wide and doubling at each (0: linear patches).
         stem_channels=0,
+        # Computation dtype of the stem and the towers ('float32' or 'bfloat16'; parameters,
+        # softmax, pooling and embeddings stay float32).
+        dtype="float32",
         # Width, heads and depth of each tower; the shared embedding width.
         width=512,
         heads=8,
@@ -57,6 +60,10 @@ def _base() -> ml_collections.ConfigDict:
     # Which of colour, shape, position, relation those training negatives swap (comma-separated;
     # validation's `negative_accuracy` always swaps any of them).
     c.train.negative_kinds = "colour,shape,position,relation"
+    # `shapes` object scenes only: also rank each caption's image above the same scene with one
+    # object's shape changed (hard negative images; `data.shapes.negative_images`). The image
+    # tower then runs on twice the images per step.
+    c.train.negative_images = False
     c.partitioning = ml_collections.ConfigDict(dict(
         rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,
                    layers=None, norm=None, batch=("data", "fsdp")),

@@ -88,6 +88,45 @@ def test_hard_negatives_add_image_to_caption_columns_against_a_numpy_reference()
     assert float(clip_loss(model, images, text)[0]) < float(loss)
 
 
+def test_negative_images_add_caption_to_image_columns_against_a_numpy_reference():
+    model = Clip.from_config(load("clip", "tiny").model)
+    images, text = _batch(model)
+    negative_images, _ = _batch(model, seed=2)
+    has = np.arange(6) != 4  # caption 4 has no negative image: its column is left out
+    loss, aux = clip_loss(model, images, text, negative_images=negative_images,
+                          has_negative_image=jnp.asarray(has))
+    ei, en = np.asarray(model.image_embedding(images)), np.asarray(model.image_embedding(negative_images))
+    et = np.asarray(model.text_embedding(text))
+    scale = np.exp(float(model.logit_scale[...]))
+    logits, negative_logits = scale * et @ ei.T, scale * et @ en.T  # captions × images
+
+    def ce(z):
+        z = z - z.max(1, keepdims=True)
+        return np.mean(np.log(np.exp(z).sum(1)) - np.diag(z))
+    wide = np.concatenate([logits, np.delete(negative_logits, 4, axis=1)], axis=1)
+    np.testing.assert_allclose(float(loss), (ce(logits.T) + ce(wide)) / 2, rtol=1e-4)
+    expected = np.mean((np.diag(logits) > np.diag(negative_logits))[has])
+    np.testing.assert_allclose(float(aux["negative_image_accuracy"]), expected)
+    # `in_batch_loss` leaves every negative out: it is the plain loss.
+    plain = float(clip_loss(model, images, text)[0])
+    np.testing.assert_allclose(float(aux["in_batch_loss"]), plain, rtol=1e-5)
+    assert plain < float(loss)
+
+
+def test_bfloat16_towers_follow_the_float32_ones():
+    f32 = Clip.from_config(load("clip", "tiny", **{"model.stem_channels": 4}).model)
+    bf16 = Clip.from_config(load("clip", "tiny", **{"model.stem_channels": 4,
+                                                    "model.dtype": "bfloat16"}).model)
+    images, text = _batch(f32)
+    for a, b in [(f32.image_embedding(images), bf16.image_embedding(images)),
+                 (f32.text_embedding(text), bf16.text_embedding(text))]:
+        assert b.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=3e-2)
+        assert not np.array_equal(np.asarray(b), np.asarray(a))  # it did compute in bfloat16
+    with pytest.raises(ValueError, match="clip dtype='float16'"):
+        Clip.from_config(load("clip", "tiny", **{"model.dtype": "float16"}).model)
+
+
 def test_padding_slots_do_not_change_the_text_embedding():
     model = Clip.from_config(load("clip", "tiny").model)
     _, text = _batch(model)
@@ -143,8 +182,9 @@ def test_trains_through_the_entry_point_and_logs_retrieval(tiny_dvae, tmp_path):
     evals = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))
              if '"eval' in line]
     assert any("eval/image_to_text_accuracy" in r or "image_to_text_accuracy" in r for r in evals)
-    # Validation on `shapes` objects also scores each image's caption against a hard negative.
+    # Validation on `shapes` objects also scores each image's caption against a hard negative,
     assert 0.0 <= out["negative_accuracy"] <= 1.0
+    assert 0.0 <= out["negative_image_accuracy"] <= 1.0  # and each caption against a redrawn scene
     with pytest.raises(ValueError, match="model.resolution=32"):
         clip_trainer.train_and_evaluate(
             load("clip", "tiny", **{"data.data_dir": data_dir, "data.resolution": 64}), workdir)
@@ -152,18 +192,19 @@ def test_trains_through_the_entry_point_and_logs_retrieval(tiny_dvae, tmp_path):
 
 def test_trains_against_hard_negatives_and_resumes_the_same(tiny_dvae, tmp_path):
     data_dir, _ = tiny_dvae
-    config = load("clip", "tiny", **{"data.data_dir": data_dir, "train.hard_negatives": True})
+    both = {"data.data_dir": data_dir, "train.hard_negatives": True, "train.negative_images": True}
+    config = load("clip", "tiny", **both)
     straight = str(tmp_path / "straight")
     clip_trainer.train_and_evaluate(config, straight)
 
     def train_losses(workdir):
         records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
         train = [r for r in records if r["split"] == "train"]
-        assert all("negative_accuracy" in r for r in records), records  # trained and judged
+        for r in records:  # trained and judged against both kinds of negative
+            assert "negative_accuracy" in r and 0 <= r["negative_image_accuracy"] <= 1, r
         return [(r["step"], r["loss"]) for r in train]
     resumed = str(tmp_path / "resumed")
-    clip_trainer.train_and_evaluate(load("clip", "tiny", **{
-        "data.data_dir": data_dir, "train.hard_negatives": True, "train.num_steps": 3}), resumed)
+    clip_trainer.train_and_evaluate(load("clip", "tiny", **both, **{"train.num_steps": 3}), resumed)
     clip_trainer.train_and_evaluate(config, resumed)
     assert len(train_losses(straight)) == 6
     np.testing.assert_allclose([x[1] for x in train_losses(resumed)],
@@ -175,7 +216,8 @@ def test_trains_against_hard_negatives_and_resumes_the_same(tiny_dvae, tmp_path)
         clip_trainer.train_and_evaluate(load("clip", "tiny", **{
             "data.data_dir": data_dir, "train.hard_negatives": True,
             "train.negative_kinds": "shape,size"}), str(tmp_path / "bad_kinds"))
-    with pytest.raises(ValueError, match="train.hard_negatives=True needs captions"):
-        clip_trainer.train_and_evaluate(load("clip", "tiny", **{
-            "data.data_dir": data_dir, "train.hard_negatives": True,
-            "data.dataset": "image_text_folder"}), str(tmp_path / "folder"))
+    for option in ("hard_negatives", "negative_images"):
+        with pytest.raises(ValueError, match=f"train.{option}=True needs scenes"):
+            clip_trainer.train_and_evaluate(load("clip", "tiny", **{
+                "data.data_dir": data_dir, f"train.{option}": True,
+                "data.dataset": "image_text_folder"}), str(tmp_path / "folder"))

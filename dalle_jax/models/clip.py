@@ -12,7 +12,9 @@ instead of being cut between linear patches. Then learned positions, the same bl
 mask, and the mean over the tokens. Each side ends in a LayerNorm and a linear projection;
 embeddings are L2-normalised. `logit_scale` is the learned log inverse temperature of the
 symmetric InfoNCE loss (`training.clip_loss`). The blocks are the stage-2 transformer's
-(`transformer.Layers`, `transformer.block`), run under `lax.scan`.
+(`transformer.Layers`, `transformer.block`), run under `lax.scan`; with `dtype='bfloat16'` the
+stem and the blocks compute in bfloat16 (float32 parameters, float32 attention softmax and
+pooling), as the stage-2 transformer does.
 """
 
 from __future__ import annotations
@@ -27,22 +29,25 @@ from flax import nnx
 from dalle_jax.data.tokenizer import PAD_ID
 from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.dvae import Conv
-from dalle_jax.models.transformer import (Layers, block, layer_norm, normal_param, ones_param,
-                                          zeros_param)
+from dalle_jax.models.transformer import (DTYPES, Layers, block, compute_params, layer_norm,
+                                          normal_param, ones_param, zeros_param)
 
 
 def _attention(q, k, v, key_mask=None):
     """Softmax attention of (B, L, H, D) over all keys, or those where key_mask (B, L) is True."""
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q * q.shape[-1] ** -0.5, k,
+                        preferred_element_type=jnp.float32)
     if key_mask is not None:
         scores = jnp.where(key_mask[:, None, None, :], scores, MASKED)
-    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1).astype(v.dtype), v)
 
 
 class Tower(nnx.Module):
     """Transformer blocks over embedded tokens, a masked mean, LayerNorm and a projection."""
 
-    def __init__(self, *, width: int, depth: int, heads: int, embed_dim: int, rngs: nnx.Rngs):
+    def __init__(self, *, width: int, depth: int, heads: int, embed_dim: int, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.dtype = dtype
         self.layers = Layers(depth=depth, width=width, heads=heads, head_dim=width // heads,
                              mlp_ratio=4, rngs=rngs)
         self.final_scale = ones_param((width,), ("norm",))
@@ -52,7 +57,8 @@ class Tower(nnx.Module):
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """(B, L, W) embedded tokens, optional (B, L) mask of real ones → unit vectors (B, E)."""
         attn = lambda q, k, v: _attention(q, k, v, mask)
-        x = jax.lax.scan(lambda x, p: (block(p, x, attn), None), x, self.layers.stacked())[0]
+        x = jax.lax.scan(lambda x, p: (block(compute_params(p, self.dtype), x, attn), None),
+                         x.astype(self.dtype), self.layers.stacked())[0].astype(jnp.float32)
         weights = jnp.ones(x.shape[:2]) if mask is None else mask.astype(x.dtype)
         pooled = (x * weights[..., None]).sum(1) / jnp.maximum(weights.sum(1, keepdims=True), 1.0)
         e = layer_norm(pooled, self.final_scale[...], self.final_bias[...]) @ self.proj[...]
@@ -64,11 +70,14 @@ class Clip(nnx.Module):
 
     def __init__(self, *, text_vocab: int, text_len: int, resolution: int, patch: int,
                  width: int, text_depth: int, image_depth: int, heads: int, embed_dim: int,
-                 init_temperature: float = 0.07, stem_channels: int = 0, rngs: nnx.Rngs):
+                 init_temperature: float = 0.07, stem_channels: int = 0, dtype: str = "float32",
+                 rngs: nnx.Rngs):
         if resolution % patch:
             raise ValueError(f"clip resolution {resolution} is not a multiple of patch {patch}")
         if width % heads:
             raise ValueError(f"clip width {width} is not a multiple of heads {heads}")
+        if dtype not in DTYPES:
+            raise ValueError(f"clip dtype={dtype!r}; choose one of {sorted(DTYPES)}")
         self.text_vocab, self.text_len, self.resolution, self.patch = text_vocab, text_len, resolution, patch
         patches = (resolution // patch) ** 2
         if stem_channels < 0:
@@ -78,7 +87,7 @@ class Clip(nnx.Module):
                              f"log2(patch) times, so patch must be a power of 2 ≥ 2, got {patch}")
         halvings = patch.bit_length() - 1 if stem_channels else 0
         widths = [stem_channels * 2 ** i for i in range(halvings)]
-        self.stem = (nnx.List([Conv(n_in, n_out, 3, stride=2, rngs=rngs)
+        self.stem = (nnx.List([Conv(n_in, n_out, 3, stride=2, dtype=DTYPES[dtype], rngs=rngs)
                                for n_in, n_out in zip([3, *widths], widths)]) if widths else None)
         channels = widths[-1] if widths else patch * patch * 3
         self.token_embed = normal_param(rngs, (text_vocab, width), ("vocab", "embed"))
@@ -88,9 +97,9 @@ class Clip(nnx.Module):
         self.patch_bias = zeros_param((width,), ("norm",))
         self.image_pos = normal_param(rngs, (patches, width), (None, "embed"))
         self.text_tower = Tower(width=width, depth=text_depth, heads=heads, embed_dim=embed_dim,
-                                rngs=rngs)
+                                dtype=DTYPES[dtype], rngs=rngs)
         self.image_tower = Tower(width=width, depth=image_depth, heads=heads, embed_dim=embed_dim,
-                                 rngs=rngs)
+                                 dtype=DTYPES[dtype], rngs=rngs)
         self.logit_scale = nnx.Param(jnp.full((), math.log(1 / init_temperature), jnp.float32))
 
     @classmethod
@@ -100,7 +109,8 @@ class Clip(nnx.Module):
                    resolution=model.resolution, patch=model.patch, width=model.width,
                    text_depth=model.text_depth, image_depth=model.image_depth, heads=model.heads,
                    embed_dim=model.embed_dim, init_temperature=model.init_temperature,
-                   stem_channels=model.get("stem_channels", 0), rngs=nnx.Rngs(seed))
+                   stem_channels=model.get("stem_channels", 0),
+                   dtype=model.get("dtype", "float32"), rngs=nnx.Rngs(seed))
 
     def text_embedding(self, text: jax.Array) -> jax.Array:
         """(B, T) ids → (B, E) unit vectors; padding is masked out (an empty caption keeps slot 0)."""
@@ -125,7 +135,8 @@ class Clip(nnx.Module):
         else:  # (B, R/p, R/p, C) feature maps
             for conv in self.stem:
                 x = jax.nn.relu(conv(x))
-        x = x.reshape(b, (h // p) * (w // p), -1) @ self.patch_embed[...] + self.patch_bias[...]
+        x = x.astype(jnp.float32).reshape(b, (h // p) * (w // p), -1)
+        x = x @ self.patch_embed[...] + self.patch_bias[...]
         return self.image_tower(x + self.image_pos[...])
 
     def scale(self) -> jax.Array:

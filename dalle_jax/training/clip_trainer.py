@@ -3,11 +3,14 @@
 Reads (image, caption) batches of a prepared dataset, like stage 1, and trains `models.clip.Clip`
 with the symmetric InfoNCE loss and AdamW (weight decay on matrices only); validation reports the
 loss and in-batch retrieval accuracy (image → caption and caption → image, top-1) of the
-parameter EMA. On `shapes` object captions each image also gets a hard negative caption (one
-colour, shape, place or relation swapped, `data.shapes.negatives`): validation always reports how
-often an image prefers its caption to it (`negative_accuracy`), and `train.hard_negatives` trains
-against them too (swapping only the kinds in `train.negative_kinds`). `training.loop` does the
-rest (checkpoints, resuming, metrics, SIGTERM).
+parameter EMA. On `shapes` object scenes each image also gets a hard negative caption (one
+colour, shape, place or relation swapped, `data.shapes.negatives`) and each caption a hard
+negative image (its scene with one object's shape changed, `data.shapes.negative_images`):
+validation always reports how often an image prefers its caption to the negative caption
+(`negative_accuracy`) and a caption its image to the negative image (`negative_image_accuracy`);
+`train.hard_negatives` and `train.negative_images` train against them too (the captions swapping
+only the kinds in `train.negative_kinds`). `training.loop` does the rest (checkpoints, resuming,
+metrics, SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from jax.experimental import multihost_utils
+
 from dalle_jax.data.pipeline import TOKENIZER_FILE
+from dalle_jax.data.shapes.negative_images import negative_images
 from dalle_jax.data.shapes.negatives import KINDS, negative_captions, parse_kinds
 from dalle_jax.data.shapes.vocabulary import DEFAULT_HELDOUT_PAIRS
 from dalle_jax.data.tokenizer import TextTokenizer
@@ -67,10 +73,40 @@ def negatives_maker(config: ml_collections.ConfigDict, workdir: str,
     (padding where there is none), tokenized by the workdir's tokenizer; held-out (colour, shape)
     pairs are never named."""
     tokenizer = TextTokenizer.load(os.path.join(workdir, TOKENIZER_FILE), config.text.text_len)
-    avoid = frozenset(tuple(p) for p in config.data.shapes.get("heldout_pairs",
-                                                                DEFAULT_HELDOUT_PAIRS))
+    avoid = _heldout_pairs(config)
     return lambda captions: tokenizer.encode_batch(
         negative_captions(captions, config.data.seed, avoid, kinds))
+
+
+def negative_images_maker(config: ml_collections.ConfigDict
+                          ) -> Callable[[np.ndarray, list[str]], tuple[np.ndarray, np.ndarray]]:
+    """(images, captions) → (negative images, has) (`data.shapes.negative_images`), never showing
+    a held-out (colour, shape) pair."""
+    avoid = _heldout_pairs(config)
+    return lambda images, captions: negative_images(images, captions, config.data.seed, avoid)
+
+
+def _heldout_pairs(config: ml_collections.ConfigDict) -> frozenset:
+    return frozenset(tuple(p) for p in config.data.shapes.get("heldout_pairs",
+                                                               DEFAULT_HELDOUT_PAIRS))
+
+
+def _host_rows(array) -> np.ndarray:
+    """This process's rows of a batch array, as numpy."""
+    if not isinstance(array, jax.Array) or array.is_fully_addressable:
+        return np.asarray(array)
+    sharding = array.sharding
+    return np.asarray(multihost_utils.global_array_to_host_local_array(
+        array, sharding.mesh, sharding.spec))
+
+
+def _like(reference, rows: np.ndarray):
+    """Host rows placed like the batch array `reference` (numpy stays numpy)."""
+    if not isinstance(reference, jax.Array):
+        return rows
+    sharding = batch_sharding(reference.sharding.mesh, rows.ndim)
+    return jax.make_array_from_process_local_data(sharding, rows,
+                                                  (reference.shape[0],) + rows.shape[1:])
 
 
 def training_kinds(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -81,77 +117,83 @@ def training_kinds(config: ml_collections.ConfigDict) -> tuple[str, ...]:
         raise ValueError(f"train.negative_kinds: {e}") from None
 
 
-def _inputs(config, batch: dict, negatives: Callable | None = None) -> dict:
-    """{'image', 'text'} of a loader batch (and 'negative_text' with `negatives`), or a ValueError
-    for a dataset of codes."""
+def _inputs(config, batch: dict, negatives: Callable | None = None,
+            pictures: Callable | None = None) -> dict:
+    """{'image', 'text'} of a loader batch (and 'negative_text' with `negatives`,
+    'negative_images' and 'has_negative_image' with `pictures`), or a ValueError for a dataset of
+    codes."""
     if "image" not in batch:
         raise ValueError(f"data.dataset={config.data.dataset!r} gives codes, not images; CLIP "
                          "trains on a prepared image dataset such as 'shapes'")
     out = {"image": batch["image"], "text": batch["text"]}
-    if negatives is not None:
-        captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in batch["caption"]]
-        ids = negatives(captions)
-        text = batch["text"]
-        if isinstance(text, jax.Array):  # this process's rows of the global batch, placed alike
-            ids = jax.make_array_from_process_local_data(text.sharding, ids, text.shape)
-        out["negative_text"] = ids
+    captions = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in batch["caption"]]
+    if negatives is not None:  # this process's rows of the global batch, placed alike
+        out["negative_text"] = _like(batch["text"], negatives(captions))
+    if pictures is not None:
+        images, has = pictures(_host_rows(batch["image"]), captions)
+        out["negative_images"] = _like(batch["image"], images)
+        out["has_negative_image"] = _like(batch["image"], has)
     return out
 
 
-def _shardings(mesh, negatives: bool = False):
+def _shardings(mesh, negatives: bool = False, pictures: bool = False):
     out = {"image": batch_sharding(mesh, 4), "text": batch_sharding(mesh, 2)}
     if negatives:
         out["negative_text"] = batch_sharding(mesh, 2)
+    if pictures:
+        out["negative_images"] = batch_sharding(mesh, 4)
+        out["has_negative_image"] = batch_sharding(mesh, 1)
     return out
 
 
+def _loss(spec, config, params, batch: dict):
+    with activation_sharding(spec.mesh, config.partitioning.rules):
+        return clip_loss(spec.merge(params, {}), batch["image"], batch["text"],
+                         batch.get("negative_text"), batch.get("negative_images"),
+                         batch.get("has_negative_image"))
+
+
 def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
-                    negatives: Callable | None = None):
+                    negatives: Callable | None = None, pictures: Callable | None = None):
     """`step(state, batch) → (state, metrics)`, jitted, state donated; with `negatives`
-    (`negatives_maker`) the loss also ranks each caption above its hard negative."""
+    (`negatives_maker`) the loss also ranks each image's caption above its hard negative caption,
+    with `pictures` (`negative_images_maker`) each caption's image above its negative image."""
     schedule = learning_rate(config.optimizer)
 
     def step(state, batch):
-        def loss_fn(params):
-            with activation_sharding(spec.mesh, config.partitioning.rules):
-                return clip_loss(spec.merge(params, {}), batch["image"], batch["text"],
-                                 batch.get("negative_text"))
-
+        loss_fn = lambda params: _loss(spec, config, params, batch)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         new = train_state.apply_update(spec, state, grads, loss, config.optimizer.ema_decay)
         return new, dict(aux, loss=loss, finite=jnp.isfinite(loss).astype(jnp.float32),
                          grad_norm=optax.global_norm(grads),
                          learning_rate=schedule(state["step"]))
 
-    jitted = jax.jit(step, in_shardings=(spec.shardings, _shardings(spec.mesh, bool(negatives))),
+    shardings = _shardings(spec.mesh, bool(negatives), bool(pictures))
+    jitted = jax.jit(step, in_shardings=(spec.shardings, shardings),
                      out_shardings=(spec.shardings, replicated(spec.mesh)), donate_argnums=0)
 
-    return lambda state, batch: jitted(state, _inputs(config, batch, negatives))
+    return lambda state, batch: jitted(state, _inputs(config, batch, negatives, pictures))
 
 
 def make_eval_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
                    negatives: bool = False):
-    """`eval(params, batch) → metrics` of one batch (`negative_accuracy` too with `negatives`).
-    The loss is the plain symmetric InfoNCE either way, so runs with and without hard negatives
-    compare."""
+    """`eval(params, batch) → metrics` of one batch (`negative_accuracy` and
+    `negative_image_accuracy` too with `negatives`, whose batches carry both kinds). The loss is
+    the plain symmetric InfoNCE either way, so runs with and without hard negatives compare."""
     def run(params, batch):
-        with activation_sharding(spec.mesh, config.partitioning.rules):
-            model = spec.merge(params, {})
-            loss, aux = clip_loss(model, batch["image"], batch["text"])
-            if negatives:
-                aux["negative_accuracy"] = clip_loss(model, batch["image"], batch["text"],
-                                                     batch["negative_text"])[1]["negative_accuracy"]
-        return dict(aux, loss=loss)
+        _, aux = _loss(spec, config, params, batch)
+        return dict(aux, loss=aux["in_batch_loss"])
 
-    return jax.jit(run, in_shardings=(spec.shardings["ema"], _shardings(spec.mesh, negatives)),
+    shardings = _shardings(spec.mesh, negatives, negatives)
+    return jax.jit(run, in_shardings=(spec.shardings["ema"], shardings),
                    out_shardings=replicated(spec.mesh))
 
 
 def evaluate(eval_step, params, batches: Iterator[dict], num_batches: int, config,
-             negatives: Callable | None = None) -> dict:
+             negatives: Callable | None = None, pictures: Callable | None = None) -> dict:
     """Mean validation metrics over up to `num_batches` batches (retrieval within each batch)."""
-    return loop.mean_over_batches(lambda b: eval_step(params, _inputs(config, b, negatives)),
-                                  batches, num_batches)
+    return loop.mean_over_batches(
+        lambda b: eval_step(params, _inputs(config, b, negatives, pictures)), batches, num_batches)
 
 
 def task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
@@ -165,15 +207,18 @@ def task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
                                else None)
         return compiled[kinds]
 
+    pictures = negative_images_maker(config) if has_negatives(config) else None
+
     def train_step(spec):
         return make_train_step(spec, config, negatives(training_kinds(config))
-                               if config.train.get("hard_negatives") else None)
+                               if config.train.get("hard_negatives") else None,
+                               pictures if config.train.get("negative_images") else None)
 
     def run_eval(spec, state, batches):
         if "eval" not in compiled:
             compiled["eval"] = make_eval_step(spec, config, negatives() is not None)
         return evaluate(compiled["eval"], state["ema"], batches, config.train.eval_batches, config,
-                        negatives())
+                        negatives(), pictures)
 
     return loop.Task(name="clip", build=lambda mesh: build(config, mesh), train_step=train_step,
                      evaluate=run_eval)
@@ -190,8 +235,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ValueError(f"text.vocab_size={config.text.vocab_size} exceeds model.text_vocab="
                          f"{m.text_vocab}")
     training_kinds(config)  # a bad train.negative_kinds fails before any work
-    if config.train.get("hard_negatives") and not has_negatives(config):
-        raise ValueError(f"train.hard_negatives=True needs captions with attributes to swap, which "
-                         f"only data.dataset='shapes' with shapes.variant='objects' has; got "
-                         f"data.dataset={config.data.dataset!r}")
+    for option in ("hard_negatives", "negative_images"):
+        if config.train.get(option) and not has_negatives(config):
+            raise ValueError(f"train.{option}=True needs scenes with attributes to swap, which "
+                             f"only data.dataset='shapes' with shapes.variant='objects' has; got "
+                             f"data.dataset={config.data.dataset!r}")
     return loop.run(config, workdir, task(config, workdir))
