@@ -64,6 +64,10 @@ def _base() -> ml_collections.ConfigDict:
     # object's shape changed (hard negative images; `data.shapes.negative_images`). The image
     # tower then runs on twice the images per step.
     c.train.negative_images = False
+    # What those negative images change: 'shape' (one object redrawn as another shape) and/or
+    # 'position' (two objects trade places, or a lone object moves from the cell its caption
+    # names); validation's `negative_image_accuracy` changes either.
+    c.train.negative_image_kinds = "shape"
     c.partitioning = ml_collections.ConfigDict(dict(
         rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,
                    layers=None, norm=None, batch=("data", "fsdp")),

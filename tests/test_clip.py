@@ -192,7 +192,8 @@ def test_trains_through_the_entry_point_and_logs_retrieval(tiny_dvae, tmp_path):
 
 def test_trains_against_hard_negatives_and_resumes_the_same(tiny_dvae, tmp_path):
     data_dir, _ = tiny_dvae
-    both = {"data.data_dir": data_dir, "train.hard_negatives": True, "train.negative_images": True}
+    both = {"data.data_dir": data_dir, "train.hard_negatives": True, "train.negative_images": True,
+            "train.negative_image_kinds": "shape,position"}
     config = load("clip", "tiny", **both)
     straight = str(tmp_path / "straight")
     clip_trainer.train_and_evaluate(config, straight)
@@ -216,6 +217,10 @@ def test_trains_against_hard_negatives_and_resumes_the_same(tiny_dvae, tmp_path)
         clip_trainer.train_and_evaluate(load("clip", "tiny", **{
             "data.data_dir": data_dir, "train.hard_negatives": True,
             "train.negative_kinds": "shape,size"}), str(tmp_path / "bad_kinds"))
+    assert clip_trainer.training_kinds(config, "negative_image_kinds") == ("shape", "position")
+    with pytest.raises(ValueError, match="train.negative_image_kinds: negative kinds 'colour'"):
+        clip_trainer.train_and_evaluate(load("clip", "tiny", **{
+            **both, "train.negative_image_kinds": "colour"}), str(tmp_path / "bad_image_kinds"))
     for option in ("hard_negatives", "negative_images"):
         with pytest.raises(ValueError, match=f"train.{option}=True needs scenes"):
             clip_trainer.train_and_evaluate(load("clip", "tiny", **{

@@ -1,13 +1,15 @@
-"""Hard negative images for CLIP: the same scene with one object's shape changed, read back from
-pixels and caption, compared with the renderer's own drawing of the changed scene."""
+"""Hard negative images for CLIP: the same scene with one object's shape or place changed, read
+back from pixels and caption, compared with the renderer's own drawing of the changed scene."""
 
 import copy
 
 import numpy as np
+import pytest
 
 from dalle_jax.data.shapes import render, scenes
 from dalle_jax.data.shapes.negative_images import negative_image, negative_images
-from dalle_jax.data.shapes.vocabulary import COLOURS, DEFAULT_HELDOUT_PAIRS, SHAPES
+from dalle_jax.data.shapes.vocabulary import COLOURS, DEFAULT_HELDOUT_PAIRS, POSITIONS, SHAPES
+from dalle_jax.evaluation.caption_parser import parse
 
 
 def _scene(index, heldout=False):
@@ -19,10 +21,16 @@ def _scene(index, heldout=False):
     return scene, state, image, scenes.objects_caption(scene, rng)
 
 
-def _redrawn(scene, state, k, shape):
-    """The renderer's image of `scene` with object k's shape replaced, jitter as before."""
+def _redrawn_scene(scene, k, **changes):
     changed = copy.deepcopy(scene)
-    changed["objects"][k]["shape"] = shape
+    changed["objects"][k].update(changes)
+    return changed
+
+
+def _redrawn(scene, state, k, shape=None, **changes):
+    """The renderer's image of `scene` with object k's shape (and `changes`) replaced, jitter as
+    before."""
+    changed = _redrawn_scene(scene, k, **changes, **({"shape": shape} if shape else {}))
     rng = np.random.default_rng()
     rng.bit_generator.state = copy.deepcopy(state)
     return render.render_objects(changed, 64, rng)
@@ -93,3 +101,37 @@ def test_negatives_avoid_held_out_pairs_repeat_per_batch_and_say_which_are_missi
     assert negative_image(image, "a large purple sun", np.random.default_rng(0)) is None
     absent = next(c for c in COLOURS if not _mask(image, c).any())
     assert negative_image(image, f"a {absent} circle", np.random.default_rng(0)) is None
+
+
+def _near(expected, actual):
+    """The same outline within a pixel: centroids within 1.5 px, areas within a third."""
+    (ey, ex), (ay, ax) = (np.argwhere(m).mean(0) for m in (expected, actual))
+    return np.hypot(ey - ay, ex - ax) <= 1.5 and abs(actual.sum() / expected.sum() - 1) < 1 / 3
+
+
+def test_objects_trade_places_or_a_named_place_moves_where_the_renderer_would_draw_them():
+    traded = moved = 0
+    for index in range(80):
+        scene, state, image, caption = _scene(index)
+        negative = negative_image(image, caption, np.random.default_rng(index), kinds=("position",))
+        objects, request = scene["objects"], parse(caption)
+        if negative is None:
+            assert (len(objects) == 1 and request.objects[0].position is None
+                    or len({o["colour"] for o in objects}) < len(objects)), caption
+            continue
+        if len(objects) == 2:  # each is drawn where the renderer puts it in the other's cell
+            traded += 1
+            a, b = objects
+            expected = _redrawn(_redrawn_scene(scene, 0, position=b["position"]), state, 1,
+                                position=a["position"])
+        else:  # a lone object named in its place moves to another cell, outline kept
+            moved += 1
+            ys, xs = np.nonzero(_mask(negative, objects[0]["colour"]))
+            cell = POSITIONS[3 * int(ys.mean() // (64 / 3)) + int(xs.mean() // (64 / 3))]
+            assert cell != objects[0]["position"], caption
+            expected = _redrawn(scene, state, 0, position=cell)
+        for o in objects:
+            assert _near(_mask(expected, o["colour"]), _mask(negative, o["colour"])), caption
+    assert traded >= 20 and moved >= 10, (traded, moved)
+    with pytest.raises(ValueError, match="negative image kinds .'size',. must be among"):
+        negative_image(image, caption, np.random.default_rng(0), kinds=("size",))

@@ -5,12 +5,12 @@ with the symmetric InfoNCE loss and AdamW (weight decay on matrices only); valid
 loss and in-batch retrieval accuracy (image → caption and caption → image, top-1) of the
 parameter EMA. On `shapes` object scenes each image also gets a hard negative caption (one
 colour, shape, place or relation swapped, `data.shapes.negatives`) and each caption a hard
-negative image (its scene with one object's shape changed, `data.shapes.negative_images`):
-validation always reports how often an image prefers its caption to the negative caption
-(`negative_accuracy`) and a caption its image to the negative image (`negative_image_accuracy`);
-`train.hard_negatives` and `train.negative_images` train against them too (the captions swapping
-only the kinds in `train.negative_kinds`). `training.loop` does the rest (checkpoints, resuming,
-metrics, SIGTERM).
+negative image (its scene with one object's shape or place changed,
+`data.shapes.negative_images`): validation always reports how often an image prefers its caption
+to the negative caption (`negative_accuracy`) and a caption its image to the negative image
+(`negative_image_accuracy`); `train.hard_negatives` and `train.negative_images` train against
+them too (changing only the kinds in `train.negative_kinds` and `train.negative_image_kinds`).
+`training.loop` does the rest (checkpoints, resuming, metrics, SIGTERM).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from dalle_jax.data.pipeline import TOKENIZER_FILE
-from dalle_jax.data.shapes.negative_images import negative_images
+from dalle_jax.data.shapes import negative_images as image_negatives
 from dalle_jax.data.shapes.negatives import KINDS, negative_captions, parse_kinds
 from dalle_jax.data.shapes.vocabulary import DEFAULT_HELDOUT_PAIRS
 from dalle_jax.data.tokenizer import TextTokenizer
@@ -78,12 +78,14 @@ def negatives_maker(config: ml_collections.ConfigDict, workdir: str,
         negative_captions(captions, config.data.seed, avoid, kinds))
 
 
-def negative_images_maker(config: ml_collections.ConfigDict
+def negative_images_maker(config: ml_collections.ConfigDict,
+                          kinds: tuple[str, ...] = image_negatives.KINDS
                           ) -> Callable[[np.ndarray, list[str]], tuple[np.ndarray, np.ndarray]]:
-    """(images, captions) → (negative images, has) (`data.shapes.negative_images`), never showing
-    a held-out (colour, shape) pair."""
+    """(images, captions) → (negative images, has) with one of `kinds` changed
+    (`data.shapes.negative_images`), never showing a held-out (colour, shape) pair."""
     avoid = _heldout_pairs(config)
-    return lambda images, captions: negative_images(images, captions, config.data.seed, avoid)
+    return lambda images, captions: image_negatives.negative_images(
+        images, captions, config.data.seed, avoid, kinds)
 
 
 def _heldout_pairs(config: ml_collections.ConfigDict) -> frozenset:
@@ -109,12 +111,15 @@ def _like(reference, rows: np.ndarray):
                                                   (reference.shape[0],) + rows.shape[1:])
 
 
-def training_kinds(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """What the training negatives swap (`train.negative_kinds`; validation swaps any kind)."""
+def training_kinds(config: ml_collections.ConfigDict, option: str = "negative_kinds"
+                   ) -> tuple[str, ...]:
+    """What the training negatives change: `train.negative_kinds` for captions, or
+    `train.negative_image_kinds` for images (validation changes any kind)."""
+    allowed = image_negatives.KINDS if option == "negative_image_kinds" else KINDS
     try:
-        return parse_kinds(config.train.get("negative_kinds", ",".join(KINDS)))
+        return parse_kinds(config.train.get(option, ",".join(allowed)), allowed)
     except ValueError as e:
-        raise ValueError(f"train.negative_kinds: {e}") from None
+        raise ValueError(f"train.{option}: {e}") from None
 
 
 def _inputs(config, batch: dict, negatives: Callable | None = None,
@@ -212,7 +217,9 @@ def task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
     def train_step(spec):
         return make_train_step(spec, config, negatives(training_kinds(config))
                                if config.train.get("hard_negatives") else None,
-                               pictures if config.train.get("negative_images") else None)
+                               negative_images_maker(config, training_kinds(
+                                   config, "negative_image_kinds"))
+                               if config.train.get("negative_images") else None)
 
     def run_eval(spec, state, batches):
         if "eval" not in compiled:
@@ -235,6 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ValueError(f"text.vocab_size={config.text.vocab_size} exceeds model.text_vocab="
                          f"{m.text_vocab}")
     training_kinds(config)  # a bad train.negative_kinds fails before any work
+    training_kinds(config, "negative_image_kinds")
     for option in ("hard_negatives", "negative_images"):
         if config.train.get(option) and not has_negatives(config):
             raise ValueError(f"train.{option}=True needs scenes with attributes to swap, which "

@@ -1,11 +1,13 @@
-"""Hard negative images for the reranker: a `shapes` scene redrawn with one object's shape changed.
+"""Hard negative images for the reranker: a `shapes` scene redrawn with one shape or place changed.
 
 Reranking asks the opposite question from the one caption negatives train (`negatives`): not
 "which caption fits this image" but "which of these images fits this caption", among samples
 that mostly agree on colour and place and differ in outline. So each training caption can also
 get a negative image: its own scene with one object erased and a different shape of the same
 colour, size and centre drawn in its place. The caption is then false of it, and the only way to
-rank the two images is to see the outline.
+rank the two images is to see the outline. Places work the same way: two objects trade places,
+which inverts every relation between them, or a lone object whose place the caption names moves
+to another cell, keeping its offset from the cell's centre.
 
 The scene is read back from the pixels and the caption alone: rendering has no antialiasing, so
 an object is exactly the pixels of its colour, and the background is the commonest colour of the
@@ -17,6 +19,7 @@ an image with no object left to change gets no negative, and the caller is told 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import zlib
 
@@ -50,42 +53,115 @@ def _background(image: np.ndarray) -> np.ndarray:
     return np.array([mode >> 16, (mode >> 8) & 255, mode & 255], np.uint8)
 
 
-def negative_image(image: np.ndarray, caption: str, rng: np.random.Generator,
-                   avoid=frozenset()) -> np.ndarray | None:
-    """`image` (R, R, 3) uint8 of `caption`'s scene with one object (chosen with `rng`) redrawn as
-    another shape (never a (colour, shape) pair in `avoid`), or None when no object can be
-    changed (see the module docstring)."""
-    try:
-        objects = parse(caption).objects
-    except ValueError:
-        return None
+@dataclasses.dataclass(frozen=True)
+class _Found:
+    """An object of the caption as drawn: its pixels, size and the centre it was drawn around."""
+
+    colour: str
+    shape: str
+    mask: np.ndarray
+    size: str
+    centre: tuple[float, float]
+
+
+def _find(image: np.ndarray, objects) -> list[_Found]:
+    """The caption's objects whose colour is theirs alone and present in the image."""
     colours = [o.colour for o in objects]
-    candidates = []
+    found = []
     for o in objects:
         mask = np.all(image == np.asarray(COLOURS[o.colour], np.uint8), axis=-1)
-        shapes = [s for s in SHAPES if s != o.shape and (o.colour, s) not in avoid]
-        if colours.count(o.colour) == 1 and mask.any() and shapes:
-            candidates.append((o, mask, shapes))
-    if not candidates:
-        return None
-    o, mask, shapes = candidates[int(rng.integers(len(candidates)))]
-    resolution = image.shape[0]
-    ys, xs = np.nonzero(mask)
-    box = np.array([xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], np.float64)
-    size = min(RADIUS, key=lambda s: np.abs(box - _reference_box(o.shape, s, resolution)[:2]).sum())
-    _, _, dx, dy = _reference_box(o.shape, size, resolution)
-    cx, cy = (xs.min() + xs.max() + 1) / 2 - dx, (ys.min() + ys.max() + 1) / 2 - dy
+        if colours.count(o.colour) != 1 or not mask.any():
+            continue
+        ys, xs = np.nonzero(mask)
+        box = np.array([xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], np.float64)
+        resolution = image.shape[0]
+        size = min(RADIUS, key=lambda s: np.abs(box - _reference_box(o.shape, s, resolution)[:2]).sum())
+        _, _, dx, dy = _reference_box(o.shape, size, resolution)
+        centre = ((xs.min() + xs.max() + 1) / 2 - dx, (ys.min() + ys.max() + 1) / 2 - dy)
+        found.append(_Found(o.colour, o.shape, mask, size, centre))
+    return found
+
+
+def _redraw(image: np.ndarray, erase: list[_Found], draws: list[tuple]) -> np.ndarray:
+    """`image` with the objects `erase` painted over by the background, then each of `draws`
+    ((shape, colour, size, (cx, cy))) drawn."""
     out = image.copy()
-    out[mask] = _background(image)
+    background = _background(image)
+    for f in erase:
+        out[f.mask] = background
     canvas = Image.fromarray(out)
-    new = shapes[int(rng.integers(len(shapes)))]
-    draw_shape(ImageDraw.Draw(canvas), new, cx, cy, RADIUS[size] * resolution / 3,
-               tuple(COLOURS[o.colour]))
+    pen = ImageDraw.Draw(canvas)
+    cell = image.shape[0] / 3
+    for shape, colour, size, (cx, cy) in draws:
+        draw_shape(pen, shape, cx, cy, RADIUS[size] * cell, tuple(COLOURS[colour]))
     return np.asarray(canvas)
 
 
-def negative_images(images: np.ndarray, captions, seed: int,
-                    avoid=frozenset()) -> tuple[np.ndarray, np.ndarray]:
+def _cell_offset(centre, cell: float) -> tuple[int, tuple[float, float]]:
+    """(grid cell index, offset of `centre` from that cell's centre)."""
+    col, row = (min(2, max(0, int(c // cell))) for c in centre)
+    return 3 * row + col, (centre[0] - (col + 0.5) * cell, centre[1] - (row + 0.5) * cell)
+
+
+def _moved(offset, index: int, cell: float) -> tuple[float, float]:
+    """The point at `offset` from the centre of grid cell `index`."""
+    row, col = divmod(index, 3)
+    return ((col + 0.5) * cell + offset[0], (row + 0.5) * cell + offset[1])
+
+
+def _shape_swap(image, request, found, rng, avoid) -> np.ndarray | None:
+    choices = [(f, [s for s in SHAPES if s != f.shape and (f.colour, s) not in avoid])
+               for f in found]
+    choices = [c for c in choices if c[1]]
+    if not choices:
+        return None
+    f, shapes = choices[int(rng.integers(len(choices)))]
+    new = shapes[int(rng.integers(len(shapes)))]
+    return _redraw(image, [f], [(new, f.colour, f.size, f.centre)])
+
+
+def _position_swap(image, request, found, rng, avoid) -> np.ndarray | None:
+    cell = image.shape[0] / 3
+    if len(request.objects) == 2 and len(found) == 2:  # trading places inverts every relation
+        (a, (ia, oa)), (b, (ib, ob)) = [(f, _cell_offset(f.centre, cell)) for f in found]
+        return _redraw(image, found, [(a.shape, a.colour, a.size, _moved(oa, ib, cell)),
+                                      (b.shape, b.colour, b.size, _moved(ob, ia, cell))])
+    if len(request.objects) == 1 and request.objects[0].position and found:
+        (f,) = found
+        index, offset = _cell_offset(f.centre, cell)
+        others = [i for i in range(9) if i != index]
+        target = others[int(rng.integers(len(others)))]
+        return _redraw(image, [f], [(f.shape, f.colour, f.size, _moved(offset, target, cell))])
+    return None
+
+
+_SWAPS = {"shape": _shape_swap, "position": _position_swap}
+KINDS = tuple(_SWAPS)
+
+
+def negative_image(image: np.ndarray, caption: str, rng: np.random.Generator,
+                   avoid=frozenset(), kinds: tuple[str, ...] = ("shape",)) -> np.ndarray | None:
+    """`image` (R, R, 3) uint8 of `caption`'s scene changed so that the caption is false of it, by
+    one of `kinds` chosen with `rng` among those that apply: 'shape' redraws one object as another
+    shape (never a (colour, shape) pair in `avoid`); 'position' makes two objects trade places
+    (which inverts their relation), or moves a lone object whose place the caption names to
+    another cell. None when no kind applies (see the module docstring)."""
+    if not set(kinds) <= set(KINDS):
+        raise ValueError(f"negative image kinds {kinds} must be among {KINDS}")
+    try:
+        request = parse(caption)
+    except ValueError:
+        return None
+    found = _find(image, request.objects)
+    for k in rng.permutation(len(kinds)):
+        out = _SWAPS[kinds[k]](image, request, found, rng, avoid)
+        if out is not None:
+            return out
+    return None
+
+
+def negative_images(images: np.ndarray, captions, seed: int, avoid=frozenset(),
+                    kinds: tuple[str, ...] = ("shape",)) -> tuple[np.ndarray, np.ndarray]:
     """(negatives (B, R, R, 3) uint8, has (B,) bool): one `negative_image` per (image, caption),
     the image itself where there is none (has False). The rng is seeded by `seed` and the
     captions, so the same batch always gets the same negatives, resumed runs included."""
@@ -93,7 +169,7 @@ def negative_images(images: np.ndarray, captions, seed: int,
     rng = np.random.default_rng([seed, zlib.crc32("\n".join(captions).encode("utf-8"))])
     out, has = images.copy(), np.zeros(len(images), bool)
     for i, (image, caption) in enumerate(zip(images, captions)):
-        negative = negative_image(image, caption, rng, frozenset(avoid))
+        negative = negative_image(image, caption, rng, frozenset(avoid), kinds)
         if negative is not None:
             out[i], has[i] = negative, True
     return out, has

@@ -72,10 +72,11 @@ def negative_captions(captions, seed: int, avoid=frozenset(),
     return [negative_caption(c, rng, frozenset(avoid), kinds=kinds) for c in captions]
 
 
-def parse_kinds(text: str) -> tuple[str, ...]:
-    """'shape,position' → ('shape', 'position'); a ValueError names an unknown or missing kind."""
+def parse_kinds(text: str, allowed: tuple[str, ...] = KINDS) -> tuple[str, ...]:
+    """'shape,position' → ('shape', 'position'); a ValueError names an unknown or missing kind
+    (one not in `allowed`)."""
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    bad = [k for k in kinds if k not in KINDS]
+    bad = [k for k in kinds if k not in allowed]
     if bad or not kinds:
-        raise ValueError(f"negative kinds {text!r}: each must be one of {', '.join(KINDS)}")
+        raise ValueError(f"negative kinds {text!r}: each must be one of {', '.join(allowed)}")
     return kinds
