@@ -95,7 +95,8 @@ def test_negative_images_add_caption_to_image_columns_against_a_numpy_reference(
     has = np.arange(6) != 4  # caption 4 has no negative image: its column is left out
     loss, aux = clip_loss(model, images, text, negative_images=negative_images,
                           has_negative_image=jnp.asarray(has))
-    ei, en = np.asarray(model.image_embedding(images)), np.asarray(model.image_embedding(negative_images))
+    ei = np.asarray(model.image_embedding(images))
+    en = np.asarray(model.image_embedding(negative_images))
     et = np.asarray(model.text_embedding(text))
     scale = np.exp(float(model.logit_scale[...]))
     logits, negative_logits = scale * et @ ei.T, scale * et @ en.T  # captions × images

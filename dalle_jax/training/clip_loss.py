@@ -42,7 +42,8 @@ def clip_loss(model: Clip, images: jax.Array, text: jax.Array,
     if negative_images is None:
         image_e = model.image_embedding(images)
     else:  # one pass of the image tower over both
-        both = model.image_embedding(jnp.concatenate([images, negative_images.astype(images.dtype)]))
+        both = model.image_embedding(
+            jnp.concatenate([images, negative_images.astype(images.dtype)]))
         image_e, negative_image_e = both[:b], both[b:]
     text_e = model.text_embedding(text)
     scale = model.scale()

@@ -74,9 +74,9 @@ def _find(image: np.ndarray, objects) -> list[_Found]:
             continue
         ys, xs = np.nonzero(mask)
         box = np.array([xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], np.float64)
-        resolution = image.shape[0]
-        size = min(RADIUS, key=lambda s: np.abs(box - _reference_box(o.shape, s, resolution)[:2]).sum())
-        _, _, dx, dy = _reference_box(o.shape, size, resolution)
+        boxes = {s: _reference_box(o.shape, s, image.shape[0]) for s in RADIUS}
+        size = min(boxes, key=lambda s: np.abs(box - boxes[s][:2]).sum())
+        _, _, dx, dy = boxes[size]
         centre = ((xs.min() + xs.max() + 1) / 2 - dx, (ys.min() + ys.max() + 1) / 2 - dy)
         found.append(_Found(o.colour, o.shape, mask, size, centre))
     return found
