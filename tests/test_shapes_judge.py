@@ -117,6 +117,9 @@ def test_evaluate_a_tiny_transformer_with_and_without_rerank(tiny_dalle, tiny_cl
     assert max(reranked["all"], record["without_rerank"]["all"]) <= reranked["oracle"]
     assert round(reranked["sample_mean"] * 6, 6).is_integer()
     assert round(reranked["oracle"] * 3, 6).is_integer()
+    assert set(reranked["score_auc"]) == {"all", "colour", "shape_given_colour",
+                                          "position_given_colour"}
+    assert all(v is None or 0 <= v <= 1 for v in reranked["score_auc"].values())
     assert record["loss"]["bits_per_image_token"] > 0
 
 
@@ -165,3 +168,17 @@ def test_dvae_reconstructions_are_judged_against_their_captions(tiny_dvae, class
     assert all(record["checker"][k] is None or 0 <= record["checker"][k] <= 1
                for k in shapes_eval.CHECKS)
     assert "checker" not in evaluate_dvae(workdir, "validation", 1)
+
+
+def test_ranking_auc_counts_passing_samples_outscoring_failing_ones_within_each_caption():
+    scores = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 1.0, 5.0]])
+    passed = np.array([[True, False, True, None], [True, False, True, True]], object)
+    # Caption 0: pass 3 and 1 against fail 2: 1 of 2 pairs. Caption 1: pass 0, 1, 5 against
+    # fail 1: 0, a tie (half) and 1. Pooled: (1 + 1.5) / 5.
+    assert shapes_eval.ranking_auc(scores, passed) == pytest.approx(2.5 / 5)
+    # `among` leaves samples out; a caption with only passing or only failing ones adds nothing.
+    among = np.array([[True, True, False, True], [True, True, True, False]])
+    assert shapes_eval.ranking_auc(scores, passed, among) == pytest.approx(1.5 / 3)
+    # A plain bool array works too: sample 3 of caption 0 now fails, below both passing ones.
+    assert shapes_eval.ranking_auc(scores, passed == True) == pytest.approx(4.5 / 7)  # noqa: E712
+    assert shapes_eval.ranking_auc(scores[:1], np.array([[None, True, True, None]], object)) is None

@@ -3,7 +3,9 @@
 For the first `num_captions` captions of a split, one sample per caption is judged (colour, shape,
 position: `judge`), and, given a CLIP workdir, the best of `rerank_from` samples by CLIP score is
 judged too, beside the share of all those samples that pass (`sample_mean`: a random pick) and of
-captions with at least one passing sample (`oracle`: a perfect reranker). The split's validation
+captions with at least one passing sample (`oracle`: a perfect reranker), and `score_auc`: per
+check, how well the CLIP scores order that caption's samples by it (`ranking_auc`; 0.5 is blind).
+The split's validation
 loss (text and image cross-entropy, bits per image token) of the same parameters comes with it,
 and so does the checker's ceiling: the share of the split's own scenes that pass once encoded and
 decoded by the dVAE (`reconstructions`), which no sample can be expected to beat.
@@ -38,6 +40,36 @@ def _shares(judgements: list[dict], requests: list) -> dict:
             right.setdefault(wanted.shape, []).append(read == wanted.shape)
     out["by_shape"] = {s: float(np.mean(v)) for s, v in sorted(right.items())}
     return out
+
+
+def ranking_auc(scores: np.ndarray, passed: np.ndarray, among: np.ndarray | None = None
+                ) -> float | None:
+    """Within each caption (row), the chance that a sample passing a check outscores one failing
+    it (ties count half), pooled over all such pairs of all captions: 0.5 for scores blind to the
+    check, 1 for scores that put every passing sample first. `scores` (P, N) floats, `passed`
+    (P, N): True, False or None (the check does not apply); only samples where `among` is True
+    take part. None when no caption has both a passing and a failing sample."""
+    scores = np.asarray(scores, np.float64)
+    among = np.ones(scores.shape, bool) if among is None else np.asarray(among, bool)
+    wins = pairs = 0.0
+    for s, ok, take in zip(scores, passed, among, strict=True):
+        good = s[[o is not None and bool(o) and t for o, t in zip(ok, take)]]
+        bad = s[[o is not None and not o and t for o, t in zip(ok, take)]]
+        diff = good[:, None] - bad[None, :]
+        wins += np.sum(diff > 0) + 0.5 * np.sum(diff == 0)
+        pairs += diff.size
+    return float(wins / pairs) if pairs else None
+
+
+def _score_aucs(scores: np.ndarray, every: list[list[dict]]) -> dict:
+    """`ranking_auc` of the scores for `all` and `colour`, and for shape and position among the
+    samples whose colours are right (the checks a reranker has to add beyond colour)."""
+    passed = {k: np.array([[j[k] for j in row] for row in every], object) for k in CHECKS}
+    colour_ok = passed["colour"] == True  # noqa: E712 (an object array of True/False/None)
+    return {"all": ranking_auc(scores, passed["all"]),
+            "colour": ranking_auc(scores, passed["colour"]),
+            "shape_given_colour": ranking_auc(scores, passed["shape"], colour_ok),
+            "position_given_colour": ranking_auc(scores, passed["position"], colour_ok)}
 
 
 def _first_caption(value) -> str:
@@ -105,13 +137,14 @@ def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: in
              for p, r in enumerate(requests)]
     record["without_rerank"] = _shares([row[0] for row in every], requests)
     if ranker:
-        best = [int(np.argmax(ranker.scores(images[p], c))) for p, c in enumerate(captions)]
-        reranked = [row[b] for row, b in zip(every, best)]
+        scores = np.stack([ranker.scores(images[p], c) for p, c in enumerate(captions)])
+        reranked = [row[int(b)] for row, b in zip(every, np.argmax(scores, axis=1))]
         record["with_rerank"] = dict(
             _shares(reranked, requests), rerank_from=rerank_from,
             # what a random pick of the N samples scores, and a perfect reranker's ceiling
             sample_mean=float(np.mean([j["all"] for row in every for j in row])),
-            oracle=float(np.mean([any(j["all"] for j in row) for row in every])))
+            oracle=float(np.mean([any(j["all"] for j in row) for row in every])),
+            score_auc=_score_aucs(scores, every))
     record["loss"] = split_loss(gen, split, loss_batches)
     return record
 
