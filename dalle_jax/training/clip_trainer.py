@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-
 from jax.experimental import multihost_utils
 
 from dalle_jax.data.pipeline import TOKENIZER_FILE
