@@ -45,8 +45,9 @@ def test_forward_and_gradients_match_jax_autodiff():
                                    rtol=2e-2, atol=2e-2)
 
 
-def test_weight_gradient_is_accumulated_in_float32():
-    x, w, b, t = _inputs(m=512)
+@pytest.mark.parametrize("k,n", [(32, 24), (24, 32)])  # gᵀ or xᵀ copied: both forms
+def test_weight_gradient_is_accumulated_in_float32(k, n):
+    x, w, b, t = _inputs(m=512, k=k, n=n)
     g = jax.grad(lambda w: _loss(mixed_matmul.matmul, x, w, b, t))(w)
     exact = np.asarray(x, np.float64).T @ np.asarray(t.astype(BF), np.float64)
     assert g.dtype == jnp.float32

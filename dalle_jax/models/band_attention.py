@@ -3,11 +3,17 @@
 `band_attention(q, k_band, v_band, tiles, k_prefix, v_prefix)` computes, for query blocks q
 (B, H, n, b, D), one softmax over the prefix keys (B, H, G, D), which every query sees, and the
 block's band keys (B, H, n, K, D) where the static mask `tiles` (n, b, K) allows them, and returns
-the weighted sum of the values. Its backward pass follows FlashAttention (Dao et al. 2022): with
-P the weights and O the output, dS = P ∘ (dP − rowsum(dO ∘ O)), which replaces the softmax's
-reduction over the (queries × keys) array by one over (queries × D). The unnormalised weights
-are kept from the forward pass, so no score is computed twice. On a CPU, where attention is bound
-by passes over those arrays rather than by FLOPs, this is what makes the op fast.
+the weighted sum of the values. Its backward pass follows FlashAttention-2 (Dao 2023): the forward
+pass keeps only the output O and each query's log-sum-exp; the backward pass recomputes the scores,
+forms the weights P = exp(S − lse) directly, and uses dS = P ∘ (dP − rowsum(dO ∘ O)), which
+replaces the softmax's reduction over the (queries × keys) array by one over (queries × D).
+
+O and the log-sum-exp carry the checkpoint names `attention_out` and `attention_lse`. The forward
+runs on inputs cut from the gradient, and a custom VJP reattaches it, so that a remat policy that
+saves those two names (`transformer.REMAT['dots']`) never reruns the forward pass: the backward
+pass needs only q, k, v, O and the log-sum-exp. (A name inside a custom VJP's own forward rule is
+invisible to the policy.) On a CPU, where attention is bound by passes over the
+(queries × keys) arrays rather than by FLOPs, each pass saved counts.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from dalle_jax.models.attention_masks import MASKED
 
@@ -30,7 +37,13 @@ def band_attention(q: jax.Array, k_band: jax.Array, v_band: jax.Array, tiles: np
     if k_prefix is None:
         shape = q.shape[:2] + (0, q.shape[-1])
         k_prefix = v_prefix = jnp.zeros(shape, q.dtype)
-    return _attention(tiles.tobytes(), tiles.shape, q, k_band, v_band, k_prefix, v_prefix)
+    key, inputs = tiles.tobytes(), (q, k_band, v_band, k_prefix, v_prefix)
+    out, lse = _forward(key, tiles.shape, *(jax.lax.stop_gradient(x) for x in inputs))
+    # Named so that a remat policy can keep them (`transformer.REMAT`): the backward pass then
+    # needs no rerun of the forward, only the scores, which it recomputes itself.
+    out = checkpoint_name(out, "attention_out")
+    lse = checkpoint_name(lse, "attention_lse")
+    return _with_gradient(key, tiles.shape, *inputs, out, lse)
 
 
 def _tiles(key: bytes, shape: tuple) -> np.ndarray:
@@ -47,11 +60,11 @@ def _rows(x):  # (B, H, n, b, ...) → (B, H, n·b, ...): the prefix part as one
 
 
 def _forward(key, shape, q, kb, vb, kp, vp):
+    """(output, log-sum-exp (B, H, n, b, 1) of each query's scores)."""
     sb = jnp.where(_tiles(key, shape), _mm("bhnqd,bhnkd->bhnqk", q, kb), MASKED)
     top = sb.max(-1, keepdims=True)
     if kp.shape[2]:
-        sp = _mm("bhqd,bhkd->bhqk", _rows(q), kp).reshape(
-            q.shape[:4] + (kp.shape[2],))
+        sp = _mm("bhqd,bhkd->bhqk", _rows(q), kp).reshape(q.shape[:4] + (kp.shape[2],))
         top = jnp.maximum(top, sp.max(-1, keepdims=True))
         ep = jnp.exp(sp - top)
         total = ep.sum(-1, keepdims=True)
@@ -61,46 +74,49 @@ def _forward(key, shape, q, kb, vb, kp, vp):
     total = total + eb.sum(-1, keepdims=True)
     out = _mm("bhnqk,bhnkd->bhnqd", eb.astype(vb.dtype), vb)
     if ep is not None:
-        out = out + _mm("bhqk,bhkd->bhqd", _rows(ep).astype(vp.dtype), vp).reshape(
-            out.shape)
-    return (out / total).astype(q.dtype), (eb, ep, total)
+        out = out + _mm("bhqk,bhkd->bhqd", _rows(ep).astype(vp.dtype), vp).reshape(out.shape)
+    return (out / total).astype(q.dtype), top + jnp.log(total)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _attention(key, shape, q, kb, vb, kp, vp):
-    return _forward(key, shape, q, kb, vb, kp, vp)[0]
+def _with_gradient(key, shape, q, kb, vb, kp, vp, out, lse):
+    """`out`, carrying the attention's gradient with respect to q, kb, vb, kp and vp."""
+    del key, shape, q, kb, vb, kp, vp, lse
+    return out
 
 
-def _attention_fwd(key, shape, q, kb, vb, kp, vp):
-    out, (eb, ep, total) = _forward(key, shape, q, kb, vb, kp, vp)
-    return out, (q, kb, vb, kp, vp, out, eb, ep, total)
+def _with_gradient_fwd(key, shape, q, kb, vb, kp, vp, out, lse):
+    return out, (q, kb, vb, kp, vp, out, lse)
 
 
-def _attention_bwd(key, shape, residuals, d_out):
-    q, kb, vb, kp, vp, out, eb, ep, total = residuals
+def _with_gradient_bwd(key, shape, residuals, d_out):
+    q, kb, vb, kp, vp, out, lse = residuals
     d_out32 = d_out.astype(_F32)
     row = jnp.sum(d_out32 * out.astype(_F32), -1, keepdims=True)  # rowsum(dO ∘ O) = rowsum(dP ∘ P)
-    # P = e / total is never formed: dV = eᵀ (dO / total) and dS = e ∘ (dP − row) / total, so
-    # each (queries × keys) array is written once per pass instead of twice.
-    scaled = (d_out32 / total).astype(vb.dtype)
+    do = d_out.astype(vb.dtype)
 
-    def score_grad(e, dp):
-        return (e * (dp.astype(_F32) - row) / total).astype(q.dtype)
+    def weights(scores):  # P = exp(S − lse), normalised, from the recomputed scores
+        return jnp.exp(scores - lse)
 
-    dvb = _mm("bhnqk,bhnqd->bhnkd", eb.astype(vb.dtype), scaled).astype(vb.dtype)
-    dsb = score_grad(eb, _mm("bhnqd,bhnkd->bhnqk", d_out.astype(vb.dtype), vb))
+    def score_grad(p, dp):
+        return (p * (dp - row)).astype(q.dtype)
+
+    pb = weights(jnp.where(_tiles(key, shape), _mm("bhnqd,bhnkd->bhnqk", q, kb), MASKED))
+    dvb = _mm("bhnqk,bhnqd->bhnkd", pb.astype(vb.dtype), do).astype(vb.dtype)
+    dsb = score_grad(pb, _mm("bhnqd,bhnkd->bhnqk", do, vb))
     dq = _mm("bhnqk,bhnkd->bhnqd", dsb, kb)
     dkb = _mm("bhnqk,bhnqd->bhnkd", dsb, q).astype(kb.dtype)
-    if ep is not None:
+    if kp.shape[2]:
         g = kp.shape[2]
-        dvp = _mm("bhqk,bhqd->bhkd", _rows(ep).astype(vp.dtype), _rows(scaled)).astype(vp.dtype)
-        dp = _mm("bhqd,bhkd->bhqk", _rows(d_out).astype(vp.dtype), vp)
-        dsp = score_grad(ep, dp.reshape(q.shape[:4] + (g,)))
+        pp = weights(_mm("bhqd,bhkd->bhqk", _rows(q), kp).reshape(q.shape[:4] + (g,)))
+        dvp = _mm("bhqk,bhqd->bhkd", _rows(pp).astype(vp.dtype), _rows(do)).astype(vp.dtype)
+        dp = _mm("bhqd,bhkd->bhqk", _rows(do), vp)
+        dsp = score_grad(pp, dp.reshape(q.shape[:4] + (g,)))
         dq = dq + _mm("bhqk,bhkd->bhqd", _rows(dsp), kp).reshape(dq.shape)
         dkp = _mm("bhqk,bhqd->bhkd", _rows(dsp), _rows(q)).astype(kp.dtype)
     else:
         dvp, dkp = jnp.zeros_like(vp), jnp.zeros_like(kp)
-    return dq.astype(q.dtype), dkb, dvb, dkp, dvp
+    return (dq.astype(q.dtype), dkb, dvb, dkp, dvp, jnp.zeros_like(out), jnp.zeros_like(lse))
 
 
-_attention.defvjp(_attention_fwd, _attention_bwd)
+_with_gradient.defvjp(_with_gradient_fwd, _with_gradient_bwd)

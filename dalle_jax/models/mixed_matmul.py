@@ -5,14 +5,15 @@ bfloat16, accumulating in float32 and returning `out_dtype`. Its custom gradient
 matmul in the same form, bfloat16 in and float32 accumulated:
 
 - dx = g · wᵀ (rounded to x's dtype),
-- dw = xᵀ · g in float32, so the optimizer sees an unrounded weight gradient.
+- dw = xᵀ · g in float32, so the optimizer sees an unrounded weight gradient; it contracts a
+  transposed copy of the narrower of x and g.
 
 The reason for the custom rule is speed on CPUs with bfloat16 matrix units (AMX): XLA's CPU
 backend hands a bfloat16 dot with a float32 result to its fast kernel only when the contraction
 runs along the operands' minor dimension or the lhs' rows. JAX's own transpose of `x @ w`
 produces bfloat16-result dots, and a weight gradient that contracts the leading (row) axis of
 both operands; both fall back to converting the operands to float32. Here dw contracts an
-explicitly transposed copy of x, and every dot asks for a float32 result. On accelerators the
+explicitly transposed copy of x (or g), and every dot asks for a float32 result. On accelerators the
 same code is an ordinary mixed-precision matmul (experiments/dalle_speed gives the CPU figures).
 """
 
@@ -32,7 +33,15 @@ def _dot(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.Array:
 
 
 def _weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
-    """xᵀ · g (K, N) in float32 for x (M, K) and g (M, N), from a transposed copy of x."""
+    """xᵀ · g (K, N) in float32 for x (M, K) and g (M, N), from a transposed copy of the narrower
+    of the two: (gᵀ · x)ᵀ when N < K (the MLP's output projection, whose x is four times wider
+    than g), which copies a quarter of the bytes."""
+    if g.shape[1] < x.shape[1]:
+        gt = jnp.swapaxes(g.astype(_LOW)[None], 1, 2)  # (1, N, M), materialised by XLA
+        # The barrier keeps XLA from folding the final transpose into the dot's output layout,
+        # a form its CPU backend hands to a slow generic kernel.
+        return jax.lax.optimization_barrier(jnp.einsum(
+            "cnm,cmk->nk", gt, x.astype(_LOW)[None], preferred_element_type=jnp.float32)).T
     xt = jnp.swapaxes(x.astype(_LOW)[None], 1, 2)  # (1, K, M), materialised by XLA
     return jnp.einsum("ckm,cmn->kn", xt, g.astype(_LOW)[None],
                       preferred_element_type=jnp.float32)

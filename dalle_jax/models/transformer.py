@@ -13,8 +13,8 @@ LayerNorm. The layers' parameters are stacked on a leading `layers` axis and run
 `lax.scan`, each layer with its static pattern (`attention_masks.layer_kinds`). `remat` picks what
 the backward pass recomputes, and with it how the stack runs:
 
-- 'dots' (keep each layer's input, its q, k, v and its MLP pre-activation; recompute attention,
-  the output projection, norms and GELU) or 'full' (keep only each layer's input): one scan over
+- 'dots' (keep each layer's input and every matmul output the backward pass needs, so that it
+  recomputes no matmul: see `REMAT`) or 'full' (keep only each layer's input): one scan over
   all layers, the attention picking the layer's pattern with `lax.switch`. Rematerialising inside
   the switch keeps one layer's working set.
 - 'none': keep everything. A switch would then keep every pattern's attention residuals at every
@@ -45,10 +45,12 @@ from dalle_jax.models import mixed_matmul
 from dalle_jax.parallel.partitioning import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# 'dots' keeps the two widest matmul outputs the backward pass needs (q, k, v and the MLP's
-# pre-activation) and recomputes attention, the output projection, norms and GELU.
+# 'dots' keeps what spares the backward pass every matmul of the forward: q, k, v, the MLP's
+# pre-activation, the residual stream after attention, and the `blocksparse` attention's output
+# and log-sum-exp (`band_attention`); it recomputes norms, GELU and the attention's layout copies.
 REMAT = {"none": None,
-         "dots": jax.checkpoint_policies.save_only_these_names("qkv", "mlp_hidden"),
+         "dots": jax.checkpoint_policies.save_only_these_names(
+             "qkv", "mlp_hidden", "residual_mid", "attention_out", "attention_lse"),
          "full": jax.checkpoint_policies.nothing_saveable}
 _EPS = 1e-5
 # Weight matrices and their biases stay float32 into `project`, which rounds them itself and
@@ -145,8 +147,8 @@ def attention_inputs(p: dict, x: jax.Array) -> jax.Array:
 def block_output(p: dict, x: jax.Array, a: jax.Array) -> jax.Array:
     """The rest of a block: x + out(a), then x + MLP(LayerNorm(x)); a is (B, L, H, D)."""
     b, length, width = x.shape
-    x = x.reshape(b * length, width) + project(a.reshape(b * length, -1),
-                                               p["out"].reshape(-1, width), p["out_bias"])
+    x = checkpoint_name(x.reshape(b * length, width) + project(
+        a.reshape(b * length, -1), p["out"].reshape(-1, width), p["out_bias"]), "residual_mid")
     h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
     h = jax.nn.gelu(checkpoint_name(project(h, p["mlp_in"], p["mlp_in_bias"]), "mlp_hidden"))
     h = constrain(h, ("batch", "mlp"))  # rows are (batch · position)
