@@ -83,11 +83,12 @@ def test_remat_gives_the_same_gradients(attention):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_dots_remat_keeps_what_spares_every_forward_matmul(capsys):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dots_remat_keeps_what_spares_every_forward_matmul(dtype, capsys):
     """Under 'dots' the scan keeps, per layer: its input, q/k/v, the residual stream after
     attention, the MLP pre-activation, and blocksparse attention's output and log-sum-exp; never a
-    (queries × keys) array."""
-    model = _model(attention="blocksparse", remat="dots")
+    (queries × keys) array. In bfloat16 the named arrays are kept as raw bits (`saved_bits`)."""
+    model = _model(attention="blocksparse", remat="dots", dtype=dtype)
     graph, state = nnx.split(model)
     text, image = _batch(2)
     jax.ad_checkpoint.print_saved_residuals(
@@ -96,9 +97,10 @@ def test_dots_remat_keeps_what_spares_every_forward_matmul(capsys):
                      if "output of scan" in line)
     depth, b, length, heads, hd, width = 4, 2, TEXT + GRID * GRID, 2, 16, 32
     blocks = -(-GRID * GRID // 8)  # image queries in blocks of block_size 8
-    want = [f"f32[{depth},{b},{heads},{blocks},8,1]", f"f32[{depth},{b},{heads},{blocks},8,{hd}]",
-            f"f32[{depth},{b},{length},{width}]", f"f32[{depth},{b * length},{3 * heads * hd}]",
-            f"f32[{depth},{b * length},{4 * width}]", f"f32[{depth},{b * length},{width}]"]
+    named, carry = ("u16", "bf16") if dtype == "bfloat16" else ("f32", "f32")
+    want = [f"f32[{depth},{b},{heads},{blocks},8,1]", f"{named}[{depth},{b},{heads},{blocks},8,{hd}]",
+            f"{carry}[{depth},{b},{length},{width}]", f"{named}[{depth},{b * length},{3 * heads * hd}]",
+            f"{named}[{depth},{b * length},{4 * width}]", f"{named}[{depth},{b * length},{width}]"]
     assert scanned == sorted(want)
 
 

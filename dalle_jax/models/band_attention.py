@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
+from dalle_jax.models import saved_bits
 from dalle_jax.models.attention_masks import MASKED
 
 _F32 = jnp.float32
@@ -41,7 +42,7 @@ def band_attention(q: jax.Array, k_band: jax.Array, v_band: jax.Array, tiles: np
     out, lse = _forward(key, tiles.shape, *(jax.lax.stop_gradient(x) for x in inputs))
     # Named so that a remat policy can keep them (`transformer.REMAT`): the backward pass then
     # needs no rerun of the forward, only the scores, which it recomputes itself.
-    out = checkpoint_name(out, "attention_out")
+    out = saved_bits.name(out, "attention_out", differentiable=False)
     lse = checkpoint_name(lse, "attention_lse")
     return _with_gradient(key, tiles.shape, *inputs, out, lse)
 

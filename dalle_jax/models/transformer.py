@@ -36,12 +36,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.ad_checkpoint import checkpoint_name
 
 from dalle_jax.data.tokenizer import PAD_ID
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import IMPLEMENTATIONS, attend
-from dalle_jax.models import mixed_matmul
+from dalle_jax.models import mixed_matmul, saved_bits
 from dalle_jax.parallel.partitioning import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -138,7 +137,7 @@ def attention_inputs(p: dict, x: jax.Array) -> jax.Array:
     b, length, width = x.shape
     heads, head_dim = p["qkv"].shape[-2:]
     h = layer_norm(x.reshape(b * length, width), p["ln1_scale"], p["ln1_bias"])
-    qkv = checkpoint_name(project(h, p["qkv"].reshape(width, -1), p["qkv_bias"].reshape(-1)),
+    qkv = saved_bits.name(project(h, p["qkv"].reshape(width, -1), p["qkv_bias"].reshape(-1)),
                           "qkv")
     return constrain(qkv.reshape(b, length, 3, heads, head_dim),
                      ("batch", None, None, "heads", None))
@@ -147,10 +146,10 @@ def attention_inputs(p: dict, x: jax.Array) -> jax.Array:
 def block_output(p: dict, x: jax.Array, a: jax.Array) -> jax.Array:
     """The rest of a block: x + out(a), then x + MLP(LayerNorm(x)); a is (B, L, H, D)."""
     b, length, width = x.shape
-    x = checkpoint_name(x.reshape(b * length, width) + project(
+    x = saved_bits.name(x.reshape(b * length, width) + project(
         a.reshape(b * length, -1), p["out"].reshape(-1, width), p["out_bias"]), "residual_mid")
     h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
-    h = jax.nn.gelu(checkpoint_name(project(h, p["mlp_in"], p["mlp_in_bias"]), "mlp_hidden"))
+    h = jax.nn.gelu(saved_bits.name(project(h, p["mlp_in"], p["mlp_in_bias"]), "mlp_hidden"))
     h = constrain(h, ("batch", "mlp"))  # rows are (batch · position)
     x = x + project(h, p["mlp_out"], p["mlp_out_bias"])
     return constrain(x.reshape(b, length, width), ("batch", None, None))
