@@ -41,6 +41,7 @@ from dalle_jax.data.tokenizer import PAD_ID
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import IMPLEMENTATIONS, attend
 from dalle_jax.models import mixed_matmul, saved_bits
+from dalle_jax.models.gelu import gelu
 from dalle_jax.parallel.partitioning import constrain
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -149,7 +150,7 @@ def block_output(p: dict, x: jax.Array, a: jax.Array) -> jax.Array:
     x = saved_bits.name(x.reshape(b * length, width) + project(
         a.reshape(b * length, -1), p["out"].reshape(-1, width), p["out_bias"]), "residual_mid")
     h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
-    h = jax.nn.gelu(saved_bits.name(project(h, p["mlp_in"], p["mlp_in_bias"]), "mlp_hidden"))
+    h = gelu(saved_bits.name(project(h, p["mlp_in"], p["mlp_in_bias"]), "mlp_hidden"))
     h = constrain(h, ("batch", "mlp"))  # rows are (batch · position)
     x = x + project(h, p["mlp_out"], p["mlp_out_bias"])
     return constrain(x.reshape(b, length, width), ("batch", None, None))
