@@ -32,19 +32,21 @@ def _dot(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.Array:
                                preferred_element_type=jnp.float32)
 
 
+def _rows_product(a: jax.Array, b: jax.Array) -> jax.Array:
+    """aᵀ · b in float32 for a (M, P) and b (M, Q), from a transposed copy of a."""
+    at = jnp.swapaxes(a.astype(_LOW)[None], 1, 2)  # (1, P, M), materialised by XLA
+    return jnp.einsum("cpm,cmq->pq", at, b.astype(_LOW)[None], preferred_element_type=jnp.float32)
+
+
 def _weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     """xᵀ · g (K, N) in float32 for x (M, K) and g (M, N), from a transposed copy of the narrower
     of the two: (gᵀ · x)ᵀ when N < K (the MLP's output projection, whose x is four times wider
     than g), which copies a quarter of the bytes."""
     if g.shape[1] < x.shape[1]:
-        gt = jnp.swapaxes(g.astype(_LOW)[None], 1, 2)  # (1, N, M), materialised by XLA
         # The barrier keeps XLA from folding the final transpose into the dot's output layout,
         # a form its CPU backend hands to a slow generic kernel.
-        return jax.lax.optimization_barrier(jnp.einsum(
-            "cnm,cmk->nk", gt, x.astype(_LOW)[None], preferred_element_type=jnp.float32)).T
-    xt = jnp.swapaxes(x.astype(_LOW)[None], 1, 2)  # (1, K, M), materialised by XLA
-    return jnp.einsum("ckm,cmn->kn", xt, g.astype(_LOW)[None],
-                      preferred_element_type=jnp.float32)
+        return jax.lax.optimization_barrier(_rows_product(g, x)).T
+    return _rows_product(x, g)
 
 
 @jax.custom_vjp
