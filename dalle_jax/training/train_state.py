@@ -98,19 +98,33 @@ def apply_update(spec: StateSpec, state: dict, grads: dict, loss: jax.Array, ema
     schedules keep following the step as the other schedules do. `update_args` go to the optimizer
     (e.g. `value=loss`).
     """
-    updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"], **update_args)
-    params = optax.apply_updates(state["params"], updates)
     t = state["step"]
-    new = {"step": t + 1, "params": params, "opt_state": opt_state,
-           "ema": ema_update(state["ema"], params, ema_decay, t),
-           "extra": state["extra"] if extra is None else extra}
-    finite = jnp.isfinite(loss)
-    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-    kept["step"] = t + 1
-    kept["opt_state"] = jax.tree.map(
-        lambda k, n: n if isinstance(k, optax.ScaleByScheduleState) else k,
-        kept["opt_state"], opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
-    return kept
+
+    def update(state, grads):
+        updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"],
+                                            **update_args)
+        params = optax.apply_updates(state["params"], updates)
+        return {"step": t + 1, "params": params, "opt_state": opt_state,
+                "ema": ema_update(state["ema"], params, ema_decay, t),
+                "extra": state["extra"] if extra is None else extra}
+
+    def keep(state, grads):
+        del grads
+        return {**state, "step": t + 1, "opt_state": _advance_schedules(state["opt_state"])}
+    # A branch rather than a select between new and old: selecting reads each old buffer after
+    # its donated slot is rewritten, so XLA copies the whole state first (on the CPU backend about
+    # a state's worth of extra memory live through the step).
+    return jax.lax.cond(jnp.isfinite(loss), update, keep, state, grads)
+
+
+def _advance_schedules(opt_state):
+    """`opt_state` with each `ScaleByScheduleState` counter advanced by one update."""
+    def advance(s):
+        if isinstance(s, optax.ScaleByScheduleState):
+            return optax.ScaleByScheduleState(count=optax.safe_increment(s.count))
+        return s
+    return jax.tree.map(advance, opt_state,
+                        is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
 
 
 def abstract_state(spec: StateSpec, state_like: dict) -> dict:
