@@ -157,3 +157,14 @@ def test_a_nonfinite_loss_leaves_the_state_and_says_so():
     counts = [int(x.count) for x in jax.tree.leaves(state["opt_state"], is_leaf=is_schedule)
               if is_schedule(x)]
     assert counts == [1]
+
+
+def test_image_accuracy_counts_the_codes_scored_highest():
+    from dalle_jax.training.dalle_loss import _top_scored
+
+    logits = jax.random.normal(jax.random.key(0), (3, 50, 17))
+    targets = jax.random.randint(jax.random.key(1), (3, 50), 0, 17)
+    targets = targets.at[0, :5].set(jnp.argmax(logits[0, :5], -1))  # a few sure hits
+    hits = _top_scored(logits, targets)
+    np.testing.assert_array_equal(hits, jnp.argmax(logits, -1) == targets)
+    assert hits[0, :5].all() and 0 < float(hits.mean()) < 1
