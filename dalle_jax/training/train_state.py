@@ -112,8 +112,8 @@ def apply_update(spec: StateSpec, state: dict, grads: dict, loss: jax.Array, ema
         del grads
         return {**state, "step": t + 1, "opt_state": _advance_schedules(state["opt_state"])}
     # A branch rather than a select between new and old: selecting reads each old buffer after
-    # its donated slot is rewritten, so XLA copies the whole state first (on the CPU backend about
-    # a state's worth of extra memory live through the step).
+    # its donated slot is rewritten, so XLA copies the whole state at the top of the step (at
+    # `small` on the CPU: 0.07 GiB more peak memory and about 3% of the step).
     return jax.lax.cond(jnp.isfinite(loss), update, keep, state, grads)
 
 
