@@ -1,5 +1,7 @@
 """dense, blocksparse and splash attention agree, in outputs and gradients, for every pattern."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from dalle_jax.models.attention import attend, band_plan, global_prefix
 from dalle_jax.models.attention_masks import column_major_order, stream_mask
+from dalle_jax.models.band_attention import band_attention
 
 TEXT, GRID, KERNEL = 6, 4, 3
 
@@ -76,6 +79,40 @@ def test_blocksparse_in_bfloat16_follows_float32(kind):
     for g, g32 in zip(low_grads, full_grads):
         assert g.dtype == jnp.bfloat16
         np.testing.assert_allclose(np.asarray(g, np.float32), g32, atol=0.1)
+
+
+def _leading_axis_contractions(hlo: str) -> list[str]:
+    """The dots in compiled HLO text that contract their lhs along an axis other than its last."""
+    shapes = dict(re.findall(r"%([\w.\-]+) = \w+\[([\d,]*)\]", hlo))
+    found = []
+    for lhs, axis in re.findall(r"dot\(%([\w.\-]+), .*?lhs_contracting_dims=\{(\d+)\}", hlo):
+        if int(axis) != len(shapes[lhs].split(",")) - 1:
+            found.append(f"{lhs} contracted along axis {axis} of [{shapes[lhs]}]")
+    return found
+
+
+def test_band_attention_bfloat16_gradient_contracts_no_leading_axis():
+    """In bfloat16 the key and value gradients multiply transposed copies of the weights and the
+    score gradients (`band_attention._query_contraction`). XLA's CPU backend would run a product
+    that contracts the leading axis of its lhs on a slow generic kernel, after float32 copies."""
+    b, h, n, blk, d, g = 2, 2, 3, 4, 8, 5
+    keys = jax.random.split(jax.random.key(4), 5)
+    q, kp, vp = (jax.random.normal(k, s, jnp.bfloat16) for k, s in zip(
+        keys[:3], [(b, h, n, blk, d), (b, h, g, d), (b, h, g, d)]))
+    kb, vb = (jax.random.normal(k, (b, h, n, 2 * blk, d), jnp.bfloat16) for k in keys[3:])
+    tiles = np.tile(np.tril(np.ones((blk, 2 * blk), bool), blk), (n, 1, 1))
+
+    def loss(*args):
+        return jnp.sum(band_attention(args[0], args[1], args[2], tiles, args[3],
+                                      args[4]).astype(jnp.float32) ** 2)
+
+    grad = jax.jit(jax.grad(loss, argnums=tuple(range(5))))
+    hlo = grad.lower(q, kb, vb, kp, vp).compile().as_text()
+    assert hlo.count(" dot(") >= 8  # the parse sees the backward's products
+    assert _leading_axis_contractions(hlo) == []
+    # In float32 the contraction is left to XLA's kernel as it is: the parse does find it there.
+    f32 = [x.astype(jnp.float32) for x in (q, kb, vb, kp, vp)]
+    assert _leading_axis_contractions(grad.lower(*f32).compile().as_text())
 
 
 def test_band_plan_covers_the_mask_with_a_prefix_and_few_diagonals():

@@ -60,6 +60,20 @@ def _rows(x):  # (B, H, n, b, ...) → (B, H, n·b, ...): the prefix part as one
     return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
 
+def _query_contraction(a: jax.Array, b: jax.Array) -> jax.Array:
+    """aᵀ·b over the query axis, float32: a (..., q, k), b (..., q, d) → (..., k, d).
+
+    In bfloat16 it multiplies a transposed copy of a. XLA's CPU backend runs a product that
+    contracts the leading axis of both operands on its generic kernel, after float32 copies of
+    both, which is several times slower than the plain product of the copy
+    (experiments/dalle_speed); the barrier keeps XLA from folding the transpose back in. In
+    float32 that kernel takes the operands as they are and is the faster form.
+    """
+    if a.dtype != jnp.bfloat16:
+        return _mm("...qk,...qd->...kd", a, b)
+    return _mm("...kq,...qd->...kd", jax.lax.optimization_barrier(jnp.swapaxes(a, -1, -2)), b)
+
+
 def _forward(key, shape, q, kb, vb, kp, vp):
     """(output, log-sum-exp (B, H, n, b, 1) of each query's scores)."""
     sb = jnp.where(_tiles(key, shape), _mm("bhnqd,bhnkd->bhnqk", q, kb), MASKED)
@@ -103,18 +117,18 @@ def _with_gradient_bwd(key, shape, residuals, d_out):
         return (p * (dp - row)).astype(q.dtype)
 
     pb = weights(jnp.where(_tiles(key, shape), _mm("bhnqd,bhnkd->bhnqk", q, kb), MASKED))
-    dvb = _mm("bhnqk,bhnqd->bhnkd", pb.astype(vb.dtype), do).astype(vb.dtype)
+    dvb = _query_contraction(pb.astype(vb.dtype), do).astype(vb.dtype)
     dsb = score_grad(pb, _mm("bhnqd,bhnkd->bhnqk", do, vb))
     dq = _mm("bhnqk,bhnkd->bhnqd", dsb, kb)
-    dkb = _mm("bhnqk,bhnqd->bhnkd", dsb, q).astype(kb.dtype)
+    dkb = _query_contraction(dsb, q).astype(kb.dtype)
     if kp.shape[2]:
         g = kp.shape[2]
         pp = weights(_mm("bhqd,bhkd->bhqk", _rows(q), kp).reshape(q.shape[:4] + (g,)))
-        dvp = _mm("bhqk,bhqd->bhkd", _rows(pp).astype(vp.dtype), _rows(do)).astype(vp.dtype)
+        dvp = _query_contraction(_rows(pp).astype(vp.dtype), _rows(do)).astype(vp.dtype)
         dp = _mm("bhqd,bhkd->bhqk", _rows(do), vp)
         dsp = score_grad(pp, dp.reshape(q.shape[:4] + (g,)))
         dq = dq + _mm("bhqk,bhkd->bhqd", _rows(dsp), kp).reshape(dq.shape)
-        dkp = _mm("bhqk,bhqd->bhkd", _rows(dsp), _rows(q)).astype(kp.dtype)
+        dkp = _query_contraction(_rows(dsp), _rows(q)).astype(kp.dtype)
     else:
         dvp, dkp = jnp.zeros_like(vp), jnp.zeros_like(kp)
     return (dq.astype(q.dtype), dkb, dvb, dkp, dvp, jnp.zeros_like(out), jnp.zeros_like(lse))
