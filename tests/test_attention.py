@@ -81,25 +81,22 @@ def test_blocksparse_in_bfloat16_follows_float32(kind):
         np.testing.assert_allclose(np.asarray(g, np.float32), g32, atol=0.1)
 
 
-def _leading_axis_contractions(hlo: str) -> list[str]:
-    """The dots in compiled HLO text that contract their lhs along an axis other than its last."""
+def _contracted_axes(hlo: str) -> list[tuple[bool, bool]]:
+    """For each dot in compiled HLO text: whether its lhs, and its rhs, is contracted along its
+    last axis."""
     shapes = dict(re.findall(r"%([\w.\-]+) = \w+\[([\d,]*)\]", hlo))
-    found = []
-    for lhs, axis in re.findall(r"dot\(%([\w.\-]+), .*?lhs_contracting_dims=\{(\d+)\}", hlo):
-        if int(axis) != len(shapes[lhs].split(",")) - 1:
-            found.append(f"{lhs} contracted along axis {axis} of [{shapes[lhs]}]")
-    return found
+    found = re.findall(r"dot\(%([\w.\-]+), %([\w.\-]+)\), .*?lhs_contracting_dims=\{(\d+)\}"
+                       r".*?rhs_contracting_dims=\{(\d+)\}", hlo)
+    return [tuple(int(axis) == len(shapes[x].split(",")) - 1 for x, axis in ((a, i), (b, j)))
+            for a, b, i, j in found]
 
 
-def test_band_attention_bfloat16_gradient_contracts_no_leading_axis():
-    """In bfloat16 the key and value gradients multiply transposed copies of the weights and the
-    score gradients (`band_attention._query_contraction`). XLA's CPU backend would run a product
-    that contracts the leading axis of its lhs on a slow generic kernel, after float32 copies."""
-    b, h, n, blk, d, g = 2, 2, 3, 4, 8, 5
+def _band_attention_gradient_hlo(dtype, prefix: int) -> str:
+    b, h, n, blk, d = 2, 2, 3, 4, 8
     keys = jax.random.split(jax.random.key(4), 5)
-    q, kp, vp = (jax.random.normal(k, s, jnp.bfloat16) for k, s in zip(
-        keys[:3], [(b, h, n, blk, d), (b, h, g, d), (b, h, g, d)]))
-    kb, vb = (jax.random.normal(k, (b, h, n, 2 * blk, d), jnp.bfloat16) for k in keys[3:])
+    q, kp, vp = (jax.random.normal(k, s, dtype) for k, s in zip(
+        keys[:3], [(b, h, n, blk, d), (b, h, prefix, d), (b, h, prefix, d)]))
+    kb, vb = (jax.random.normal(k, (b, h, n, 2 * blk, d), dtype) for k in keys[3:])
     tiles = np.tile(np.tril(np.ones((blk, 2 * blk), bool), blk), (n, 1, 1))
 
     def loss(*args):
@@ -107,12 +104,19 @@ def test_band_attention_bfloat16_gradient_contracts_no_leading_axis():
                                       args[4]).astype(jnp.float32) ** 2)
 
     grad = jax.jit(jax.grad(loss, argnums=tuple(range(5))))
-    hlo = grad.lower(q, kb, vb, kp, vp).compile().as_text()
-    assert hlo.count(" dot(") >= 8  # the parse sees the backward's products
-    assert _leading_axis_contractions(hlo) == []
-    # In float32 the contraction is left to XLA's kernel as it is: the parse does find it there.
-    f32 = [x.astype(jnp.float32) for x in (q, kb, vb, kp, vp)]
-    assert _leading_axis_contractions(grad.lower(*f32).compile().as_text())
+    return grad.lower(q, kb, vb, kp, vp).compile().as_text()
+
+
+def test_band_attention_products_take_the_operand_layouts_xla_runs_fast():
+    """Layouts chosen for XLA's CPU backend (`band_attention._query_contraction`,
+    `_band_scores`). In bfloat16 no product contracts its lhs along a leading axis (the key and
+    value gradients multiply transposed copies), a form XLA runs on a slow generic kernel after
+    float32 copies. In float32 the band's products never contract the rhs along its last axis
+    (the scores multiply transposed keys), a form XLA's small batched products run slowly."""
+    low = _contracted_axes(_band_attention_gradient_hlo(jnp.bfloat16, prefix=5))
+    assert len(low) >= 8 and all(lhs_last for lhs_last, _ in low), low
+    full = _contracted_axes(_band_attention_gradient_hlo(jnp.float32, prefix=0))
+    assert len(full) >= 6 and not any(rhs_last for _, rhs_last in full), full
 
 
 def test_band_plan_covers_the_mask_with_a_prefix_and_few_diagonals():
