@@ -60,18 +60,24 @@ def _rows(x):  # (B, H, n, b, ...) → (B, H, n·b, ...): the prefix part as one
     return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
 
+def _transposed_copy(x: jax.Array) -> jax.Array:
+    """x with its last two axes exchanged, written out: the barrier keeps XLA from folding the
+    transpose back into the product that consumes it, which it otherwise does."""
+    return jax.lax.optimization_barrier(jnp.swapaxes(x, -1, -2))
+
+
 def _query_contraction(a: jax.Array, b: jax.Array) -> jax.Array:
     """aᵀ·b over the query axis, float32: a (..., q, k), b (..., q, d) → (..., k, d).
 
     In bfloat16 it multiplies a transposed copy of a. XLA's CPU backend runs a product that
     contracts the leading axis of both operands on its generic kernel, after float32 copies of
     both, which is several times slower than the plain product of the copy
-    (experiments/dalle_speed); the barrier keeps XLA from folding the transpose back in. In
-    float32 that kernel takes the operands as they are and is the faster form.
+    (experiments/dalle_speed). In float32 that kernel takes the operands as they are and is the
+    faster form.
     """
     if a.dtype != jnp.bfloat16:
         return _mm("...qk,...qd->...kd", a, b)
-    return _mm("...kq,...qd->...kd", jax.lax.optimization_barrier(jnp.swapaxes(a, -1, -2)), b)
+    return _mm("...kq,...qd->...kd", _transposed_copy(a), b)
 
 
 def _band_scores(q: jax.Array, kb: jax.Array) -> jax.Array:
@@ -83,7 +89,7 @@ def _band_scores(q: jax.Array, kb: jax.Array) -> jax.Array:
     smaller than the copy."""
     if q.dtype == jnp.bfloat16:
         return _mm("bhnqd,bhnkd->bhnqk", q, kb)
-    return _mm("bhnqd,bhndk->bhnqk", q, jax.lax.optimization_barrier(jnp.swapaxes(kb, -1, -2)))
+    return _mm("bhnqd,bhndk->bhnqk", q, _transposed_copy(kb))
 
 
 def _forward(key, shape, q, kb, vb, kp, vp):
