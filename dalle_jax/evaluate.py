@@ -25,6 +25,7 @@ import sys
 from absl import flags
 
 from dalle_jax.cli import define_sampling_flags, fail, parse_flags, sampling_settings
+from dalle_jax.huge_pages import use_huge_pages
 
 
 def evaluate_dvae(workdir: str, split: str | None, num_batches: int | None,
@@ -115,4 +116,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    use_huge_pages()  # restarts once with glibc's huge-page tunable, where it helps
     main(sys.argv[1:])

@@ -23,6 +23,7 @@ import numpy as np
 from absl import flags
 
 from dalle_jax.cli import define_sampling_flags, fail, parse_flags, sampling_settings
+from dalle_jax.huge_pages import use_huge_pages
 
 FLAGS = flags.FLAGS
 
@@ -152,4 +153,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    use_huge_pages()  # restarts once with glibc's huge-page tunable, where it helps
     main(sys.argv[1:])

@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from dalle_jax.cli import fail, parse_flags
+from dalle_jax.huge_pages import use_huge_pages
 
 
 def _dvae(config, workdir):
@@ -68,4 +69,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    use_huge_pages()  # restarts once with glibc's huge-page tunable, where it helps
     main(sys.argv[1:])

@@ -2,9 +2,11 @@
 
 On random text ids and codes of the config's shapes and batch (no data, no dVAE): tokens/s and
 seconds per train step, the model FLOPs per step (`model_flops`) and their rate against a matmul
-peak measured in the same run in the model's dtype (`model.dtype`), and the process's peak resident memory. Then one attention layer
-(forward and backward, every pattern of the config's schedule) timed with `dense` and with the
-config's implementation, at the config's shapes or at `--attention_shape=TEXT_LEN,GRID`.
+peak measured in the same run in the model's dtype (`model.dtype`), the process's peak resident
+memory, and the host page faults per step (with whether huge pages were on, `huge_pages`). Then
+one attention layer (forward and backward, every pattern of the config's schedule) timed with
+`dense` and with the config's implementation, at the config's shapes or at
+`--attention_shape=TEXT_LEN,GRID`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dalle_jax import huge_pages
 from dalle_jax.benchmarks.model_flops import forward_flops, train_step_flops
 from dalle_jax.benchmarks.timing import matmul_peak, time_calls, time_train_steps
 from dalle_jax.models import attention_masks
@@ -28,6 +31,10 @@ from dalle_jax.training.host_memory import release_freed_memory
 
 def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def attention_op(model: ml_collections.ConfigDict, impl: str, *, batch: int, text_len: int,
@@ -68,7 +75,16 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
     step = dalle_steps.make_train_step(spec, config, dalle_optimizer.learning_rate(config.optimizer))
     step = step.lower(state, batch).compile()
     release_freed_memory()  # as the training loop does after its first step
-    step_s, _, state = time_train_steps(step, state, batch, seconds=seconds, count_flops=False)
+    calls = [0]
+
+    def counted_step(state, batch):
+        calls[0] += 1
+        return step(state, batch)
+
+    faults = _minor_faults()
+    step_s, _, state = time_train_steps(counted_step, state, batch, seconds=seconds,
+                                        count_flops=False)
+    faults_per_step = (_minor_faults() - faults) / calls[0]
     if profile_dir:
         with jax.profiler.trace(profile_dir):
             for _ in range(3):
@@ -92,6 +108,7 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
         "flops_per_s": flops / step_s, "matmul_peak_flops_per_s": peak,
         "matmul_peak_dtype": m.dtype,
         "fraction_of_peak": flops / step_s / peak, "peak_rss_gib": rss,
+        "minor_page_faults_per_step": faults_per_step, "huge_pages": huge_pages.active(),
         "profile_dir": profile_dir,
         "attention_op": {"text_len": text_len, "grid": grid, "dense_s": dense_s,
                          f"{m.attention}_s": impl_s, "speedup_vs_dense": dense_s / impl_s},

@@ -16,6 +16,7 @@ import json
 import sys
 
 from dalle_jax.cli import fail, parse_flags
+from dalle_jax.huge_pages import use_huge_pages
 
 USAGE = "usage: python -m dalle_jax.data {prepare,inspect,encode} [flags]  (--help on each)"
 
@@ -102,4 +103,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    use_huge_pages()  # restarts once with glibc's huge-page tunable, where it helps
     main(sys.argv[1:])
