@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from dalle_jax import huge_pages
 from dalle_jax.benchmarks import train
 from dalle_jax.benchmarks.model_flops import forward_flops, train_step_flops
 from dalle_jax.benchmarks.timing import compiled_flops
@@ -28,6 +29,8 @@ def test_bench_train_reports_consistent_figures(impl, tmp_path):
     assert out["model_flops_per_step"] == train_step_flops(config.model, 8)
     assert out["flops_per_s"] == pytest.approx(out["model_flops_per_step"] / out["step_s"])
     assert 0 < out["fraction_of_peak"]
+    assert out["minor_page_faults_per_step"] >= 0
+    assert out["huge_pages"] == huge_pages.active()  # the pytest process was not restarted
     op = out["attention_op"]
     assert (op["text_len"], op["grid"]) == (8, 4)
     assert op["speedup_vs_dense"] == pytest.approx(op["dense_s"] / op[f"{impl}_s"])
