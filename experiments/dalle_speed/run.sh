@@ -8,7 +8,9 @@
 # autocast (peer_autocast.py), so that bfloat16 meets bfloat16.
 #   usage: bash experiments/dalle_speed/run.sh [small] [long]
 #   env:   PYTHON (ours), PEER_PY (default /tmp/peer-venv/bin/python; see ../shared/peers/README.md),
-#          PEERS (the peer harness folder), SECONDS_EACH (ours: seconds per measurement), ROUNDS
+#          PEERS (the peer harness folder), SECONDS_EACH (ours: seconds per measurement), ROUNDS,
+#          PEER_HUGE_PAGES=1 (also time the peer's sparse float32 run under glibc's huge-page
+#          tunable, which our entry points turn on for themselves: dalle_jax/huge_pages.py)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -49,6 +51,9 @@ for round in $(seq "$ROUNDS"); do
     peer "$s-peer-sparse" $text $size $SPARSE $steps
     peer "$s-peer-full" $text $size full $steps
     peer "$s-peer-sparse-bf16" $text $size $SPARSE $steps "$HERE/peer_autocast.py"
+    if [ "${PEER_HUGE_PAGES:-0}" = 1 ]; then
+      (export GLIBC_TUNABLES=glibc.malloc.hugetlb=1; peer "$s-peer-sparse-hugepages" $text $size $SPARSE $steps)
+    fi
     ours "$s-dense" $text $grid dense float32
     ours "$s-blocksparse" $text $grid blocksparse float32
     ours "$s-blocksparse-bf16" $text $grid blocksparse bfloat16

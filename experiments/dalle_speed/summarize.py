@@ -34,7 +34,8 @@ def main(path):
     for r in load(path):
         by_shape[r["name"].split("-")[0]].append(r)
     for shape, runs in by_shape.items():
-        peers = {dtype(r): row(r) for r in reversed(runs) if "peer-sparse" in r["name"]}
+        peers = {dtype(r): row(r) for r in reversed(runs)  # the peer as shipped: no huge pages
+                 if "peer-sparse" in r["name"] and not r["name"].endswith("-hugepages")}
         base_tps, base_rss = peers["float32"][0], peers["float32"][2]
         print(f"\n### {shape}\n")
         print("| run | dtype | tokens/s | s/step | × peer sparse tokens/s | × peer sparse, same dtype "
