@@ -71,9 +71,10 @@ def _query_contraction(a: jax.Array, b: jax.Array) -> jax.Array:
 
     In bfloat16 it multiplies a transposed copy of a. XLA's CPU backend runs a product that
     contracts the leading axis of both operands on its generic kernel, after float32 copies of
-    both, which is several times slower than the plain product of the copy
-    (experiments/dalle_speed). In float32 that kernel takes the operands as they are and is the
-    faster form.
+    both, which is slower than the plain product of the copy (experiments/dalle_speed). XLA
+    writes that copy in float32 and multiplies in float32 (it keeps a bfloat16 product only when
+    no operand is a transpose), which still beats the generic kernel. In float32 that kernel takes
+    the operands as they are and is the faster form.
     """
     if a.dtype != jnp.bfloat16:
         return _mm("...qk,...qd->...kd", a, b)
