@@ -4,14 +4,14 @@ glibc's `glibc.malloc.hugetlb=1` tunable.
 On the CPU backend XLA allocates each compiled call's scratch buffer afresh (1.8 GiB for a `long`
 bfloat16 train step of `dalle.py:small`), and glibc serves a block that large with a new `mmap`.
 So every step faults the whole buffer in, 4 KiB page by 4 KiB page: about 530,000 page faults
-and a second of kernel time per step. With the tunable glibc asks the kernel for 2 MiB pages for
+and 1.8 s of kernel CPU time per step. With the tunable glibc asks the kernel for 2 MiB pages for
 such blocks (`madvise(MADV_HUGEPAGE)`), which is what the kernel's default THP mode, `madvise`,
-waits for: twenty times fewer faults, and steps about 5% faster (experiments/dalle_speed).
+waits for: 50 to 130 times fewer faults, and steps about 5% faster (experiments/dalle_speed).
 
 glibc reads its tunables once, when the process starts, so `use_huge_pages()` re-executes the same
-command line (`execve`: same process id, nothing run twice) with the tunable added. It does so
-only where it helps: Linux, glibc 2.35 or newer, THP mode `madvise`. Set `DALLE_JAX_HUGE_PAGES=0`
-to keep the process as started.
+command line (`execve`: same process id, before the command has done any work) with the tunable
+added. It does so only where it helps: Linux, glibc 2.35 or newer, THP mode `madvise`. Set
+`DALLE_JAX_HUGE_PAGES=0` to keep the process as started.
 """
 
 from __future__ import annotations
