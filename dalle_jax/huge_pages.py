@@ -62,14 +62,15 @@ def tunables_to_add(environ, mode: str | None, libc: tuple[int, int] | None) -> 
 def active(environ=os.environ, mode: str | None = None) -> bool:
     """Whether this process's large host blocks get huge pages (reported by `bench train`)."""
     mode = thp_mode() if mode is None else mode
-    return mode == "always" or (mode == "madvise" and f"{TUNABLE}=1" in environ.get("GLIBC_TUNABLES", ""))
+    asked = f"{TUNABLE}=1" in environ.get("GLIBC_TUNABLES", "")
+    return mode == "always" or (mode == "madvise" and asked)
 
 
 def use_huge_pages() -> None:
     """Restarts the command with the tunable where it helps (see the module docstring); returns
     without doing anything otherwise. Call it first thing in an entry point's `__main__` block."""
     tunables = tunables_to_add(os.environ, thp_mode(), glibc_version())
-    if tunables is None or not sys.platform.startswith("linux"):
+    if tunables is None:  # also off Linux: no glibc there, and no THP file
         return
     argv = [sys.executable, *sys.orig_argv[1:]]
     logging.debug("restarting with GLIBC_TUNABLES=%s: %s", tunables, argv)
