@@ -32,8 +32,13 @@ def _base() -> ml_collections.ConfigDict:
         # MLP width as a multiple of the model width.
         mlp_ratio=4,
         # 'dense' (masked einsum, the reference), 'blocksparse' (skips untouched blocks) or
-        # 'splash' (Pallas; TPU, interpret mode elsewhere).
+        # 'splash' (the Pallas TPU kernel, under shard_map on a mesh).
         attention="blocksparse",
+        # splash off TPUs: run the kernel in Pallas interpret mode (slow; what the CPU tests do).
+        splash_interpret=False,
+        # splash query and key blocks (0: block_size), rounded up to multiples of 128.
+        splash_block_q=0,
+        splash_block_kv=0,
         # 'sparse' (the paper's row / column / conv layers) or 'full' (dense causal everywhere).
         pattern="sparse",
         # Side of the convolutional attention window of the last layer (paper 11 at grid 32).

@@ -2,6 +2,8 @@
 
   python -m dalle_jax.bench dvae --config=configs/dvae.py:shapes [--seconds=5]
   python -m dalle_jax.bench plan --config=configs/dalle.py:paper --mesh=data:64,fsdp:8,tensor:4
+  python -m dalle_jax.bench compile --config=configs/dalle.py:paper --topology=v5p:4x4x4
+      --mesh=data:8,fsdp:8 [--step=train|eval|sample]
   python -m dalle_jax.bench train --config=configs/dalle.py:small [--attention=dense|blocksparse]
       [--attention_shape=256,32] [--profile=DIR]
   python -m dalle_jax.bench sample --config=configs/dalle.py:small [--batches=1,8] [--skip_uncached]
@@ -10,13 +12,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
 from dalle_jax.cli import fail, parse_flags
-from dalle_jax.huge_pages import use_huge_pages
+from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 
 def _dvae(config, args):
@@ -31,6 +34,17 @@ def _plan(config, args):
     if not args["mesh"]:
         raise ValueError("bench plan needs --mesh=AXIS:SIZE,…, e.g. data:64,fsdp:8,tensor:4")
     return plan.run(config, plan.parse_mesh(args["mesh"]))
+
+
+def _compile(config, args):
+    from dalle_jax.benchmarks import compile as compile_bench
+    from dalle_jax.benchmarks import plan
+
+    if not args["topology"] or not args["mesh"]:
+        raise ValueError("bench compile needs --topology=NAME (e.g. v5p:4x4x4) and "
+                         "--mesh=AXIS:SIZE,… (e.g. data:8,fsdp:8)")
+    return compile_bench.run(config, topology=args["topology"],
+                             mesh_axes=plan.parse_mesh(args["mesh"]), step=args["step"])
 
 
 def _train(config, args):
@@ -58,7 +72,8 @@ def _sample(config, args):
                       uncached=not args["skip_uncached"])
 
 
-BENCHMARKS = {"dvae": _dvae, "plan": _plan, "train": _train, "sample": _sample}
+BENCHMARKS = {"dvae": _dvae, "plan": _plan, "compile": _compile, "train": _train,
+              "sample": _sample}
 
 
 def main(argv: list[str]) -> None:
@@ -69,7 +84,10 @@ def main(argv: list[str]) -> None:
     config = config_flags.DEFINE_config_file("config", None, "config file[:preset]", lock_config=True,
                                              sys_argv=["bench", *rest])
     seconds = flags.DEFINE_float("seconds", 5.0, "time each measurement at least this long")
-    mesh = flags.DEFINE_string("mesh", "", "plan: mesh axis sizes, e.g. data:64,fsdp:8,tensor:4")
+    mesh = flags.DEFINE_string("mesh", "", "plan, compile: mesh axis sizes, e.g. data:8,fsdp:8")
+    topology = flags.DEFINE_string("topology", "", "compile: TPU slice, e.g. v5p:4x4x4, v5e:2x2")
+    step = flags.DEFINE_enum("step", "train", ["train", "eval", "sample"],
+                             "compile: which step to compile")
     attention = flags.DEFINE_enum("attention", None, ["dense", "blocksparse", "splash"],
                                   "train: attention implementation (default: the config's)")
     attention_shape = flags.DEFINE_string("attention_shape", "",
@@ -80,7 +98,8 @@ def main(argv: list[str]) -> None:
     flags.mark_flags_as_required(["config"])
     parse_flags(f"python -m dalle_jax.bench {name}", rest)
     try:
-        args = {"seconds": seconds.value, "mesh": mesh.value, "attention": attention.value,
+        args = {"seconds": seconds.value, "mesh": mesh.value, "topology": topology.value,
+                "step": step.value, "attention": attention.value,
                 "attention_shape": attention_shape.value, "profile": profile.value,
                 "batches": batches.value, "skip_uncached": skip_uncached.value}
         print(json.dumps(BENCHMARKS[name](config.value, args)))
@@ -89,5 +108,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["compile"]:  # compiles for TPUs it does not have: keep JAX on the host
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
     use_huge_pages()  # restarts once with glibc's huge-page tunable, where it helps
     main(sys.argv[1:])

@@ -23,7 +23,7 @@ import numpy as np
 from absl import flags
 
 from dalle_jax.cli import define_sampling_flags, fail, parse_flags, sampling_settings
-from dalle_jax.huge_pages import use_huge_pages
+from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 FLAGS = flags.FLAGS
 

@@ -15,7 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from dalle_jax.cli import fail, parse_flags
-from dalle_jax.huge_pages import use_huge_pages
+from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 
 def _dvae(config, workdir):

@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# libtpu (tests/test_tpu_compile.py) otherwise holds a lock file that a second process using it
+# (the other test worker, a `bench compile` subprocess) fails on.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 # Compiled programs are shared on disk by both xdist workers and every subprocess the tests start
 # (CLI runs, the notebook's kernel): many tests compile the same step. Keyed by the program and the
 # JAX version, so results are unchanged; a fresh clone starts empty. Halves a cold dVAE resume test.

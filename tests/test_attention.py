@@ -47,15 +47,18 @@ def test_implementations_agree_forward_and_backward(impl, kind):
     q, k, v = _qkv(seed=1)
     w = jax.random.normal(jax.random.key(9), q.shape)
 
+    interpret = impl == "splash"  # the TPU kernel runs on the CPU only in interpret mode
+
     def loss(impl, order):
-        return lambda q, k, v: jnp.sum(w * attend(q, k, v, mask, impl=impl, block_size=8, order=order))
+        return lambda q, k, v: jnp.sum(w * attend(q, k, v, mask, impl=impl, block_size=8,
+                                                  order=order, interpret=interpret))
 
     want, want_grads = jax.value_and_grad(loss("dense", None), argnums=(0, 1, 2))(q, k, v)
     got, got_grads = jax.value_and_grad(loss(impl, order), argnums=(0, 1, 2))(q, k, v)
     np.testing.assert_allclose(got, want, rtol=1e-4)
     np.testing.assert_allclose(
-        attend(q, k, v, mask, impl=impl, block_size=8, order=order), attend(q, k, v, mask),
-        rtol=1e-5, atol=1e-5)
+        attend(q, k, v, mask, impl=impl, block_size=8, order=order, interpret=interpret),
+        attend(q, k, v, mask), rtol=1e-5, atol=1e-5)
     for g, gw in zip(got_grads, want_grads):
         np.testing.assert_allclose(g, gw, rtol=1e-4, atol=1e-5)
 
@@ -152,7 +155,42 @@ def test_bad_arguments_are_named():
     mask = stream_mask("row", TEXT, GRID)
     with pytest.raises(ValueError, match="'flash'"):
         attend(q, k, v, mask, impl="flash")
+    with pytest.raises(ValueError, match="splash_interpret=True"):  # the TPU kernel on a CPU
+        attend(q, k, v, mask, impl="splash")
     with pytest.raises(ValueError, match="does not match"):
         attend(q, k, v, mask[:-1, :-1])
     with pytest.raises(ValueError, match="block_size"):
         attend(q, k, v, mask, impl="blocksparse", block_size=0)
+
+
+@pytest.mark.parametrize("kind", ["row", "conv"])
+def test_splash_under_shard_map_equals_dense(kind):
+    """On a data × tensor mesh, splash runs per shard (its batch rows and its heads, each shard
+    with a kernel for its own heads) and gives dense attention's output and gradients."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from dalle_jax.parallel.mesh import make_mesh
+    from dalle_jax.parallel.partitioning import activation_sharding
+
+    mesh = make_mesh({"data": 2, "tensor": 2}, devices=jax.devices()[:4])
+    rules = {"batch": ("data",), "heads": "tensor"}
+    mask = stream_mask(kind, TEXT, GRID, KERNEL)
+    q, k, v = _qkv(seed=3, b=4, h=4)
+    w = jax.random.normal(jax.random.key(7), q.shape)
+    split = NamedSharding(mesh, PartitionSpec("data", None, "tensor", None))
+    q, k, v = (jax.device_put(x, split) for x in (q, k, v))
+
+    def loss(impl):
+        def f(q, k, v):
+            with activation_sharding(mesh, rules):
+                return jnp.sum(w * attend(q, k, v, mask, impl=impl, block_size=8,
+                                          interpret=True))
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
+
+    got, got_grads = loss("splash")(q, k, v)
+    want, want_grads = loss("dense")(q, k, v)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    for g, gw in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, gw, rtol=1e-4, atol=1e-5)
+    lowered = loss("splash").lower(q, k, v).as_text()
+    assert "manual_computation" in lowered or "shard_map" in lowered  # the kernel runs per shard

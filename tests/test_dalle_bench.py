@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dalle_jax import huge_pages
+from dalle_jax.xla_cpu import huge_pages
 from dalle_jax.benchmarks import train
 from dalle_jax.benchmarks.model_flops import forward_flops, train_step_flops
 from dalle_jax.benchmarks.timing import compiled_flops

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from dalle_jax import huge_pages
-from dalle_jax.huge_pages import OPT_OUT, TUNABLE, tunables_to_add
+from dalle_jax.xla_cpu import huge_pages
+from dalle_jax.xla_cpu.huge_pages import OPT_OUT, TUNABLE, tunables_to_add
 
 
 @pytest.mark.parametrize("environ, mode, libc, expected", [
@@ -47,7 +47,7 @@ def test_active():
 
 _CHILD = """
 import os, sys
-from dalle_jax.huge_pages import use_huge_pages
+from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 print("start", os.getpid(), flush=True)
 use_huge_pages()
 print("after", os.getpid(), sys.argv[1:], os.environ.get("GLIBC_TUNABLES", ""), flush=True)
@@ -78,5 +78,23 @@ def test_restart_keeps_the_command_line_and_process():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables, Linux THP")
 def test_opting_out_keeps_the_process_as_started():
     lines = _run_child(**{OPT_OUT: "0"})
+    assert [line[0] for line in lines] == ["start", "after"]
+    assert TUNABLE not in lines[1][2]
+
+
+def test_only_a_process_computing_on_the_cpu_restarts(tmp_path):
+    """TPU and GPU processes keep their start: the tunable is for XLA's CPU scratch buffers."""
+    none = (str(tmp_path / "no-such-device*"),)
+    (tmp_path / "accel0").write_text("")
+    tpu = (str(tmp_path / "accel*"),)
+    assert huge_pages.computes_on_cpu({}, none)
+    assert not huge_pages.computes_on_cpu({}, tpu)  # a TPU VM's /dev/accel0
+    assert huge_pages.computes_on_cpu({"JAX_PLATFORMS": "cpu"}, tpu)  # asked for, on any host
+    assert not huge_pages.computes_on_cpu({"JAX_PLATFORMS": "tpu,cpu"}, none)
+    assert not huge_pages.computes_on_cpu({"JAX_PLATFORMS": "cuda"}, none)
+
+
+def test_a_tpu_process_is_not_restarted():
+    lines = _run_child(JAX_PLATFORMS="tpu")
     assert [line[0] for line in lines] == ["start", "after"]
     assert TUNABLE not in lines[1][2]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dalle_jax.models import mixed_matmul
+from dalle_jax.xla_cpu import mixed_matmul
 from dalle_jax.models.transformer import project
 
 BF = jnp.bfloat16

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dalle_jax.models import saved_bits
+from dalle_jax.xla_cpu import saved_bits
 
 
 def _f(x, label="h"):

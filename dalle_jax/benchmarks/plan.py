@@ -13,6 +13,10 @@ config's logical-axis rules resolved against the requested mesh sizes (no device
   L for dense, the widest block row for blocksparse/splash) and the MLP hidden (B·L·4W), with H and
   the MLP split over `tensor`; the logits over each position's vocabulary are added in float32.
   B is the per-device batch: the global batch over the `data` × `fsdp` axes.
+
+It also lists the parameters of 1 MiB or more that the rules leave whole on this mesh
+(`replicated`) and each rule that cannot divide its dimension (`unsplit_rules`). XLA's own
+per-device figures for a TPU slice come from `bench compile`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from flax import nnx
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import band_plan
 from dalle_jax.models.transformer import DTYPES, DalleTransformer
-from dalle_jax.parallel.partitioning import resolve_spec
+from dalle_jax.parallel.partitioning import left_whole, resolve_spec, unsplit
 
 
 class _MeshShape:
@@ -103,6 +107,8 @@ def run(config: ml_collections.ConfigDict, mesh_sizes: dict[str, int]) -> dict:
         "benchmark": "plan", "preset": config.get("preset", ""), "mesh": mesh_sizes,
         "devices": math.prod(mesh_sizes.values()), "parameters": int(count),
         "per_device_batch": b,
+        "replicated": left_whole(params, rules, mesh),
+        "unsplit_rules": [str(u) for u in unsplit(params, rules, mesh)],
         "per_device_gib": {
             "parameters": param_bytes / gib,
             "optimizer_and_ema": 3 * param_bytes / gib,

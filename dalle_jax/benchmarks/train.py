@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dalle_jax import huge_pages
+from dalle_jax.xla_cpu import huge_pages
 from dalle_jax.benchmarks.model_flops import forward_flops, train_step_flops
 from dalle_jax.benchmarks.timing import matmul_peak, time_calls, time_train_steps
 from dalle_jax.models import attention_masks

@@ -16,7 +16,7 @@ import json
 import sys
 
 from dalle_jax.cli import fail, parse_flags
-from dalle_jax.huge_pages import use_huge_pages
+from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 USAGE = "usage: python -m dalle_jax.data {prepare,inspect,encode} [flags]  (--help on each)"
 

@@ -8,7 +8,8 @@
 Sampling runs in jitted batches of `batch_size` (prompt, sample) rows with the key/value cache
 (`generation.sampling`), the last batch padded so that one compilation serves every batch, and a
 progress bar over batches. Row r of a call draws from fold_in(seed, r), so a sample does not
-depend on the batch size. The parameter EMA is what gets used.
+depend on the batch size. The parameter EMA is what gets used, and all that is read: in the
+model's compute dtype, sharded over the mesh.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Generator:
         from dalle_jax.training.dvae_inference import ImageCodec
 
         config, spec, state, step = checkpoint.load_trained(workdir, "dalle", dalle_trainer.build,
-                                                            step=step)
+                                                            step=step, in_compute_dtype=True)
         model = spec.merge(state["ema"], {})
         tokenizer = tokenizer or pipeline.ensure_tokenizer(config, workdir)
         codec = ImageCodec.load(dvae_workdir or dvae_workdir_of(config))

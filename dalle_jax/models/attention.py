@@ -14,9 +14,14 @@ boolean (`mask[q, k]`: query q may see key k), returns (B, L, H, D); q is scaled
   memory grow with the band's width, not with L². `order` (a permutation of positions, e.g.
   `attention_masks.column_major_order`) is applied first and undone after: the column pattern is a
   band in column-major order, as the paper arranges it.
-- `splash`: JAX's Pallas splash attention with the same numpy mask (TPU; on other backends it runs
-  in interpret mode, which is how the tests check it agrees with `dense`). Its blocks are
-  `block_size` rounded up to a multiple of 128, as its kernels require.
+- `splash`: JAX's Pallas splash attention (the TPU kernel) with the same numpy mask. Under a mesh
+  (`partitioning.activation_sharding`) it runs inside `jax.shard_map` over the batch axes and the
+  heads axis the rules give, each shard calling a kernel built for its own heads (a Mosaic kernel
+  cannot be partitioned by XLA). Its query and key blocks (`splash_blocks`, default `block_size`)
+  are rounded up to multiples of 128, as its kernels require. On devices other than TPUs it runs
+  only in Pallas interpret mode, and only when asked (`interpret=True`, the config's
+  `model.splash_interpret`): that is how the CPU tests check it against `dense`. Its output and
+  log-sum-exp carry the checkpoint name `attention_out`.
 
 Blocks are padded to a multiple of the block size; padding keys are never seen, padding queries
 are dropped.
@@ -32,15 +37,19 @@ import numpy as np
 
 from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.band_attention import band_attention
+from dalle_jax.parallel import partitioning
+from dalle_jax.xla_cpu import switch
 
 IMPLEMENTATIONS = ("dense", "blocksparse", "splash")
 SPLASH_LANES = 128
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: np.ndarray, *, impl: str = "dense",
-           block_size: int = 64, order: np.ndarray | None = None,
-           interpret: bool | None = None) -> jax.Array:
-    """Softmax(q kᵀ/√D + mask) v for (B, L, H, D) inputs; see the module docstring."""
+           block_size: int = 64, order: np.ndarray | None = None, interpret: bool = False,
+           splash_blocks: tuple[int, int] | None = None) -> jax.Array:
+    """Softmax(q kᵀ/√D + mask) v for (B, L, H, D) inputs; see the module docstring.
+
+    `interpret` and `splash_blocks` (query block, key block) concern `splash` only."""
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
     length = q.shape[1]
@@ -54,12 +63,8 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: np.ndarray, *, impl: 
         mask = mask[np.ix_(order, order)]
     if impl == "blocksparse":
         out = _blocksparse(q, k, v, band_plan(mask, block_size))
-    else:  # splash: its kernels take key blocks in multiples of 128 lanes
-        block_size = max(SPLASH_LANES, -(-block_size // SPLASH_LANES) * SPLASH_LANES)
-        padded = _padded_mask(mask, block_size)
-        q, k, v = (_pad(x, padded.shape[0]) for x in (q, k, v))
-        out = _splash(q, k, v, padded, block_size,
-                      jax.default_backend() != "tpu" if interpret is None else interpret)[:, :length]
+    else:
+        out = _splash(q, k, v, mask, splash_blocks or (block_size, block_size), interpret)
     if order is not None:
         out = out[:, np.argsort(order)]
     return out
@@ -179,20 +184,45 @@ def _blocksparse(q, k, v, plan: BandPlan):
     return jnp.concatenate(outs, axis=2).transpose(0, 2, 1, 3)
 
 
-def _splash_kernel(mask: np.ndarray, heads: int, block: int, interpret: bool):
+def _lanes(block: int) -> int:
+    if block < 1:
+        raise ValueError(f"splash block size must be positive, got {block}")
+    return -(-block // SPLASH_LANES) * SPLASH_LANES
+
+
+def _splash_kernel(mask: np.ndarray, heads: int, blocks: tuple[int, int], interpret: bool):
     # Built per trace (not cached): the kernel holds its block metadata as arrays of that trace.
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
-    sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
-                              block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
-                              block_q_dq=block, block_kv_dq=block)
+    bq, bkv = blocks
+    sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq,
+                              block_kv_dkv=bkv, block_kv_dkv_compute=bkv, block_q_dq=bq,
+                              block_kv_dq=bkv)
     heads_mask = splash.MultiHeadMask([splash.NumpyMask(mask)] * heads)
     return splash.make_splash_mha(heads_mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                                  interpret=interpret)
+                                  residual_checkpoint_name="attention_out", interpret=interpret)
 
 
-def _splash(q, k, v, mask, block, interpret):
-    kernel = _splash_kernel(mask, q.shape[2], block, interpret)
-    heads_first = lambda x: x.transpose(0, 2, 1, 3)  # noqa: E731  (B, H, L, D)
-    out = jax.vmap(kernel)(heads_first(q), heads_first(k), heads_first(v))
-    return out.transpose(0, 2, 1, 3)
+def _splash(q, k, v, mask, blocks, interpret):
+    platform = switch.target_platform()
+    if platform != "tpu" and not interpret:
+        raise ValueError(f"model.attention='splash' is the TPU kernel, and these are {platform} "
+                         "devices: set model.splash_interpret=True to run it in Pallas interpret "
+                         "mode (slow: for tests), or choose 'blocksparse'")
+    length = q.shape[1]
+    blocks = tuple(_lanes(b) for b in blocks)
+    padded = _padded_mask(mask, int(np.lcm(*blocks)))
+    q, k, v = (_pad(x, padded.shape[0]).transpose(0, 2, 1, 3) for x in (q, k, v))  # (B, H, L, D)
+
+    def local(q, k, v):  # one shard's (b, h, L, D): a kernel for its h heads
+        kernel = _splash_kernel(padded, q.shape[1], blocks, interpret)
+        return jax.vmap(kernel)(q, k, v)
+
+    mesh, rules = partitioning.current_mesh(), partitioning.current_rules()
+    if mesh is None or mesh.size == 1:
+        out = local(q, k, v)
+    else:
+        spec = partitioning.resolve_spec(("batch", "heads", None, None), q.shape, rules, mesh)
+        out = jax.shard_map(local, mesh=mesh, in_specs=(spec,) * 3, out_specs=spec,
+                            check_vma=False)(q, k, v)
+    return out.transpose(0, 2, 1, 3)[:, :length]

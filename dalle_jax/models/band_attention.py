@@ -14,6 +14,10 @@ saves those two names (`transformer.REMAT['dots']`) never reruns the forward pas
 pass needs only q, k, v, O and the log-sum-exp. (A name inside a custom VJP's own forward rule is
 invisible to the policy.) On a CPU, where attention is bound by passes over the
 (queries × keys) arrays rather than by FLOPs, each pass saved counts.
+
+On CPU devices (`xla_cpu.switch`, decided once in the forward pass and handed to the backward
+rule, which JAX traces later, outside the step's mesh) some products multiply materialised
+transposed copies, the forms XLA's CPU backend runs fast; elsewhere they are plain einsums.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from dalle_jax.models import saved_bits
+from dalle_jax.xla_cpu import switch
 from dalle_jax.models.attention_masks import MASKED
 
 _F32 = jnp.float32
@@ -38,17 +42,19 @@ def band_attention(q: jax.Array, k_band: jax.Array, v_band: jax.Array, tiles: np
     if k_prefix is None:
         shape = q.shape[:2] + (0, q.shape[-1])
         k_prefix = v_prefix = jnp.zeros(shape, q.dtype)
-    key, inputs = tiles.tobytes(), (q, k_band, v_band, k_prefix, v_prefix)
-    out, lse = _forward(key, tiles.shape, *(jax.lax.stop_gradient(x) for x in inputs))
+    key, inputs = (tiles.tobytes(), tiles.shape, switch.active()), (q, k_band, v_band, k_prefix,
+                                                                     v_prefix)
+    out, lse = _forward(key, *(jax.lax.stop_gradient(x) for x in inputs))
     # Named so that a remat policy can keep them (`transformer.REMAT`): the backward pass then
     # needs no rerun of the forward, only the scores, which it recomputes itself.
-    out = saved_bits.name(out, "attention_out", differentiable=False)
+    out = switch.checkpoint_name(out, "attention_out", differentiable=False)
     lse = checkpoint_name(lse, "attention_lse")
-    return _with_gradient(key, tiles.shape, *inputs, out, lse)
+    return _with_gradient(key, *inputs, out, lse)
 
 
-def _tiles(key: bytes, shape: tuple) -> np.ndarray:
-    return np.frombuffer(key, dtype=bool).reshape(shape)
+def _tiles(key: tuple) -> np.ndarray:
+    """The static mask of `key` = (its bytes, its shape, whether on CPU devices)."""
+    return np.frombuffer(key[0], dtype=bool).reshape(key[1])
 
 
 def _mm(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -60,13 +66,7 @@ def _rows(x):  # (B, H, n, b, ...) → (B, H, n·b, ...): the prefix part as one
     return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
 
-def _transposed_copy(x: jax.Array) -> jax.Array:
-    """x with its last two axes exchanged, written out: the barrier keeps XLA from folding the
-    transpose back into the product that consumes it, which it otherwise does."""
-    return jax.lax.optimization_barrier(jnp.swapaxes(x, -1, -2))
-
-
-def _query_contraction(a: jax.Array, b: jax.Array) -> jax.Array:
+def _query_contraction(a: jax.Array, b: jax.Array, cpu: bool) -> jax.Array:
     """aᵀ·b over the query axis, float32: a (..., q, k), b (..., q, d) → (..., k, d).
 
     In bfloat16 it multiplies a transposed copy of a. XLA's CPU backend runs a product that
@@ -74,28 +74,28 @@ def _query_contraction(a: jax.Array, b: jax.Array) -> jax.Array:
     both, which is slower than the plain product of the copy (experiments/dalle_speed). XLA
     writes that copy in float32 and multiplies in float32 (it keeps a bfloat16 product only when
     no operand is a transpose), which still beats the generic kernel. In float32 that kernel takes
-    the operands as they are and is the faster form.
+    the operands as they are and is the faster form. Off the CPU: the plain product.
     """
-    if a.dtype != jnp.bfloat16:
+    if a.dtype != jnp.bfloat16 or not cpu:
         return _mm("...qk,...qd->...kd", a, b)
-    return _mm("...kq,...qd->...kd", _transposed_copy(a), b)
+    return _mm("...kq,...qd->...kd", switch.transposed_copy(a, cpu), b)
 
 
-def _band_scores(q: jax.Array, kb: jax.Array) -> jax.Array:
+def _band_scores(q: jax.Array, kb: jax.Array, cpu: bool) -> jax.Array:
     """q · kbᵀ for each query block and its band keys, float32: (B, H, n, b, K).
 
     In float32 it multiplies a transposed copy of the keys: XLA's CPU backend (its YNNPACK
     fusions) runs these many small products three to four times slower when the rhs is
     contracted along its last axis, more than the copy costs. In bfloat16 the difference is
-    smaller than the copy."""
-    if q.dtype == jnp.bfloat16:
+    smaller than the copy. Off the CPU: the plain product."""
+    if q.dtype == jnp.bfloat16 or not cpu:
         return _mm("bhnqd,bhnkd->bhnqk", q, kb)
-    return _mm("bhnqd,bhndk->bhnqk", q, _transposed_copy(kb))
+    return _mm("bhnqd,bhndk->bhnqk", q, switch.transposed_copy(kb, cpu))
 
 
-def _forward(key, shape, q, kb, vb, kp, vp):
+def _forward(key, q, kb, vb, kp, vp):
     """(output, log-sum-exp (B, H, n, b, 1) of each query's scores)."""
-    sb = jnp.where(_tiles(key, shape), _band_scores(q, kb), MASKED)
+    sb = jnp.where(_tiles(key), _band_scores(q, kb, key[2]), MASKED)
     top = sb.max(-1, keepdims=True)
     if kp.shape[2]:
         sp = _mm("bhqd,bhkd->bhqk", _rows(q), kp).reshape(q.shape[:4] + (kp.shape[2],))
@@ -112,19 +112,20 @@ def _forward(key, shape, q, kb, vb, kp, vp):
     return (out / total).astype(q.dtype), top + jnp.log(total)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _with_gradient(key, shape, q, kb, vb, kp, vp, out, lse):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _with_gradient(key, q, kb, vb, kp, vp, out, lse):
     """`out`, carrying the attention's gradient with respect to q, kb, vb, kp and vp."""
-    del key, shape, q, kb, vb, kp, vp, lse
+    del key, q, kb, vb, kp, vp, lse
     return out
 
 
-def _with_gradient_fwd(key, shape, q, kb, vb, kp, vp, out, lse):
+def _with_gradient_fwd(key, q, kb, vb, kp, vp, out, lse):
     return out, (q, kb, vb, kp, vp, out, lse)
 
 
-def _with_gradient_bwd(key, shape, residuals, d_out):
+def _with_gradient_bwd(key, residuals, d_out):
     q, kb, vb, kp, vp, out, lse = residuals
+    cpu = key[2]
     d_out32 = d_out.astype(_F32)
     row = jnp.sum(d_out32 * out.astype(_F32), -1, keepdims=True)  # rowsum(dO ∘ O) = rowsum(dP ∘ P)
     do = d_out.astype(vb.dtype)
@@ -135,19 +136,19 @@ def _with_gradient_bwd(key, shape, residuals, d_out):
     def score_grad(p, dp):
         return (p * (dp - row)).astype(q.dtype)
 
-    pb = weights(jnp.where(_tiles(key, shape), _band_scores(q, kb), MASKED))
-    dvb = _query_contraction(pb.astype(vb.dtype), do).astype(vb.dtype)
-    dsb = score_grad(pb, _band_scores(do, vb))
+    pb = weights(jnp.where(_tiles(key), _band_scores(q, kb, cpu), MASKED))
+    dvb = _query_contraction(pb.astype(vb.dtype), do, cpu).astype(vb.dtype)
+    dsb = score_grad(pb, _band_scores(do, vb, cpu))
     dq = _mm("bhnqk,bhnkd->bhnqd", dsb, kb)
-    dkb = _query_contraction(dsb, q).astype(kb.dtype)
+    dkb = _query_contraction(dsb, q, cpu).astype(kb.dtype)
     if kp.shape[2]:
         g = kp.shape[2]
         pp = weights(_mm("bhqd,bhkd->bhqk", _rows(q), kp).reshape(q.shape[:4] + (g,)))
-        dvp = _query_contraction(_rows(pp).astype(vp.dtype), _rows(do)).astype(vp.dtype)
+        dvp = _query_contraction(_rows(pp).astype(vp.dtype), _rows(do), cpu).astype(vp.dtype)
         dp = _mm("bhqd,bhkd->bhqk", _rows(do), vp)
         dsp = score_grad(pp, dp.reshape(q.shape[:4] + (g,)))
         dq = dq + _mm("bhqk,bhkd->bhqd", _rows(dsp), kp).reshape(dq.shape)
-        dkp = _query_contraction(_rows(dsp), _rows(q)).astype(kp.dtype)
+        dkp = _query_contraction(_rows(dsp), _rows(q), cpu).astype(kp.dtype)
     else:
         dvp, dkp = jnp.zeros_like(vp), jnp.zeros_like(kp)
     return (dq.astype(q.dtype), dkb, dvb, dkp, dvp, jnp.zeros_like(out), jnp.zeros_like(lse))

@@ -22,9 +22,9 @@ the backward pass recomputes, and with it how the stack runs:
   repeats of that unit with static patterns, then the few layers left over, unrolled
   (`layer_groups`: a 64-layer model compiles eight layer bodies).
 
-Parameters are float32; `dtype='bfloat16'` computes in bfloat16. Projections are 2-D matmuls over
-the flattened (batch · position) rows, which XLA's CPU backend differentiates much faster than the
-equivalent 3-D einsums.
+Parameters are float32; `dtype='bfloat16'` computes in bfloat16. Projections multiply the
+flattened (batch · position) rows by each weight as it is stored (`project`); what differs on CPU
+devices is behind `xla_cpu.switch`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from flax import nnx
 from dalle_jax.data.tokenizer import PAD_ID
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import IMPLEMENTATIONS, attend
-from dalle_jax.models import mixed_matmul, saved_bits
+from dalle_jax.xla_cpu import switch
 from dalle_jax.models.gelu import gelu
 from dalle_jax.parallel.partitioning import constrain
 
@@ -74,15 +74,11 @@ def ones_param(shape, axes):
     return nnx.Param(jnp.ones(shape, jnp.float32), out_sharding=axes)
 
 
-def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None,
-            out_dtype=None) -> jax.Array:
-    """Rows x (M, K) times a weight matrix w (K, N) plus `bias` (N,), as `out_dtype` (default
-    x's dtype): plain float32 arithmetic in float32, and `mixed_matmul` (float32 accumulation,
-    float32 gradients of w and bias) in bfloat16."""
-    if x.dtype == jnp.bfloat16:
-        return mixed_matmul.matmul(x, w, bias, out_dtype)
-    y = x @ w.astype(x.dtype)
-    return (y if bias is None else y + bias.astype(x.dtype)).astype(out_dtype or x.dtype)
+def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None, out_dtype=None, *,
+            contract: int = 1) -> jax.Array:
+    """Rows x (M, *K) times a weight w (*K, *N) plus `bias` (*N), float32 accumulation, as
+    `out_dtype` (default x's dtype); see `xla_cpu.switch.project`."""
+    return switch.project(x, w, bias, out_dtype, contract=contract)
 
 
 def compute_params(p: dict, dtype) -> dict:
@@ -105,6 +101,18 @@ def head_logits(h: jax.Array, weight: jax.Array) -> jax.Array:
     return rows.reshape(h.shape[:-1] + (-1,))
 
 
+# Logical axes of each stacked layer parameter (leading `layers` axis): what the rules split.
+LAYER_AXES = {
+    "ln1_scale": ("layers", "norm"), "ln1_bias": ("layers", "norm"),
+    "qkv": ("layers", "embed", None, "heads", "head_dim"),
+    "qkv_bias": ("layers", None, "heads", "head_dim"),
+    "out": ("layers", "heads", "head_dim", "embed"), "out_bias": ("layers", "norm"),
+    "ln2_scale": ("layers", "norm"), "ln2_bias": ("layers", "norm"),
+    "mlp_in": ("layers", "embed", "mlp"), "mlp_in_bias": ("layers", "mlp"),
+    "mlp_out": ("layers", "mlp", "embed"), "mlp_out_bias": ("layers", "norm"),
+}
+
+
 class Layers(nnx.Module):
     """`depth` pre-norm blocks with their parameters stacked on a leading `layers` axis."""
 
@@ -112,20 +120,19 @@ class Layers(nnx.Module):
                  rngs: nnx.Rngs):
         mlp = mlp_ratio * width
         out_std = 0.02 / np.sqrt(2 * depth)  # residual branches scaled down with depth
-        self.ln1_scale = ones_param((depth, width), ("layers", "norm"))
-        self.ln1_bias = zeros_param((depth, width), ("layers", "norm"))
-        self.qkv = normal_param(rngs, (depth, width, 3, heads, head_dim),
-                          ("layers", "embed", None, "heads", "head_dim"))
-        self.qkv_bias = zeros_param((depth, 3, heads, head_dim), ("layers", None, "heads", "head_dim"))
-        self.out = normal_param(rngs, (depth, heads, head_dim, width),
-                          ("layers", "heads", "head_dim", "embed"), out_std)
-        self.out_bias = zeros_param((depth, width), ("layers", "norm"))
-        self.ln2_scale = ones_param((depth, width), ("layers", "norm"))
-        self.ln2_bias = zeros_param((depth, width), ("layers", "norm"))
-        self.mlp_in = normal_param(rngs, (depth, width, mlp), ("layers", "embed", "mlp"))
-        self.mlp_in_bias = zeros_param((depth, mlp), ("layers", "mlp"))
-        self.mlp_out = normal_param(rngs, (depth, mlp, width), ("layers", "mlp", "embed"), out_std)
-        self.mlp_out_bias = zeros_param((depth, width), ("layers", "norm"))
+        a = LAYER_AXES
+        self.ln1_scale = ones_param((depth, width), a["ln1_scale"])
+        self.ln1_bias = zeros_param((depth, width), a["ln1_bias"])
+        self.qkv = normal_param(rngs, (depth, width, 3, heads, head_dim), a["qkv"])
+        self.qkv_bias = zeros_param((depth, 3, heads, head_dim), a["qkv_bias"])
+        self.out = normal_param(rngs, (depth, heads, head_dim, width), a["out"], out_std)
+        self.out_bias = zeros_param((depth, width), a["out_bias"])
+        self.ln2_scale = ones_param((depth, width), a["ln2_scale"])
+        self.ln2_bias = zeros_param((depth, width), a["ln2_bias"])
+        self.mlp_in = normal_param(rngs, (depth, width, mlp), a["mlp_in"])
+        self.mlp_in_bias = zeros_param((depth, mlp), a["mlp_in_bias"])
+        self.mlp_out = normal_param(rngs, (depth, mlp, width), a["mlp_out"], out_std)
+        self.mlp_out_bias = zeros_param((depth, width), a["mlp_out_bias"])
 
     def stacked(self) -> dict[str, jax.Array]:
         """The stacked parameter arrays by name."""
@@ -138,8 +145,7 @@ def attention_inputs(p: dict, x: jax.Array) -> jax.Array:
     b, length, width = x.shape
     heads, head_dim = p["qkv"].shape[-2:]
     h = layer_norm(x.reshape(b * length, width), p["ln1_scale"], p["ln1_bias"])
-    qkv = saved_bits.name(project(h, p["qkv"].reshape(width, -1), p["qkv_bias"].reshape(-1)),
-                          "qkv")
+    qkv = switch.checkpoint_name(project(h, p["qkv"], p["qkv_bias"]), "qkv")  # (B·L, 3, H, D)
     return constrain(qkv.reshape(b, length, 3, heads, head_dim),
                      ("batch", None, None, "heads", None))
 
@@ -147,10 +153,11 @@ def attention_inputs(p: dict, x: jax.Array) -> jax.Array:
 def block_output(p: dict, x: jax.Array, a: jax.Array) -> jax.Array:
     """The rest of a block: x + out(a), then x + MLP(LayerNorm(x)); a is (B, L, H, D)."""
     b, length, width = x.shape
-    x = saved_bits.name(x.reshape(b * length, width) + project(
-        a.reshape(b * length, -1), p["out"].reshape(-1, width), p["out_bias"]), "residual_mid")
+    a = a.reshape((b * length,) + a.shape[2:])  # (B·L, H, D)
+    x = switch.checkpoint_name(x.reshape(b * length, width) + project(
+        a, p["out"], p["out_bias"], contract=2), "residual_mid")
     h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
-    h = gelu(saved_bits.name(project(h, p["mlp_in"], p["mlp_in_bias"]), "mlp_hidden"))
+    h = gelu(switch.checkpoint_name(project(h, p["mlp_in"], p["mlp_in_bias"]), "mlp_hidden"))
     h = constrain(h, ("batch", "mlp"))  # rows are (batch · position)
     x = x + project(h, p["mlp_out"], p["mlp_out_bias"])
     return constrain(x.reshape(b, length, width), ("batch", None, None))
@@ -185,6 +192,7 @@ class DalleTransformer(nnx.Module):
                  width: int, depth: int, heads: int, head_dim: int, mlp_ratio: int = 4,
                  attention: str = "dense", pattern: str = "sparse", conv_kernel: int = 11,
                  block_size: int = 64, dtype: str = "float32", remat: str = "none",
+                 splash_interpret: bool = False, splash_blocks: tuple[int, int] = (0, 0),
                  rngs: nnx.Rngs):
         if attention not in IMPLEMENTATIONS:
             raise ValueError(f"model.attention={attention!r}; choose one of {IMPLEMENTATIONS}")
@@ -196,6 +204,8 @@ class DalleTransformer(nnx.Module):
             raise ValueError(f"need text_len ≥ 1 and grid ≥ 1, got {text_len} and {grid}")
         self.text_vocab, self.text_len, self.image_vocab, self.grid = text_vocab, text_len, image_vocab, grid
         self.attention, self.conv_kernel, self.block_size = attention, conv_kernel, block_size
+        self.splash_interpret = splash_interpret
+        self.splash_blocks = tuple(b or block_size for b in splash_blocks)
         self.dtype, self.remat = DTYPES[dtype], remat
         self.kinds = attention_masks.layer_kinds(depth, pattern)
         self.text_embed = normal_param(rngs, (text_vocab + text_len, width), ("vocab", "embed"))
@@ -218,7 +228,9 @@ class DalleTransformer(nnx.Module):
                    depth=model.depth, heads=model.heads, head_dim=model.head_dim,
                    mlp_ratio=model.mlp_ratio, attention=model.attention, pattern=model.pattern,
                    conv_kernel=model.conv_kernel, block_size=model.block_size, dtype=model.dtype,
-                   remat=model.remat, rngs=nnx.Rngs(seed))
+                   remat=model.remat, splash_interpret=model.get("splash_interpret", False),
+                   splash_blocks=(model.get("splash_block_q", 0), model.get("splash_block_kv", 0)),
+                   rngs=nnx.Rngs(seed))
 
     @property
     def length(self) -> int:
@@ -249,7 +261,8 @@ class DalleTransformer(nnx.Module):
         order = (attention_masks.column_major_order(self.text_len, self.grid)
                  if kind == "column" and self.attention != "dense" else None)
         return functools.partial(attend, mask=mask, impl=self.attention,
-                                 block_size=self.block_size, order=order)
+                                 block_size=self.block_size, order=order,
+                                 interpret=self.splash_interpret, splash_blocks=self.splash_blocks)
 
     def _layer(self, attn_fn):
         """layer(params of one layer, x) → x, rematerialised as `self.remat` says (only ever

@@ -53,6 +53,19 @@ class Checkpointer:
         logging.info("restored step %d from %s", step, self.directory)
         return restored["state"], restored["data"] if have_data else None
 
+    def restore_inference(self, abstract: dict, step: int) -> dict:
+        """Only `{'ema': …, 'extra': …}` of step `step`'s train state, on the shardings and in the
+        dtypes of `abstract` (ShapeDtypeStructs): what inference needs. The parameters and the
+        optimizer's moments are never read, so a model whose train state does not fit the
+        devices can still be sampled (a 12B model's EMA in bfloat16 is 25 GB of a 197 GB
+        state)."""
+        target = {k: abstract[k] for k in ("ema", "extra")}
+        restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=target, restore_args=restore_args, partial_restore=True)))
+        logging.info("restored the EMA of step %d from %s", step, self.directory)
+        return {k: restored["state"].get(k, {}) or {} for k in ("ema", "extra")}
+
     def wait(self) -> None:
         """Blocks until pending async writes are done."""
         self.manager.wait_until_finished()
@@ -82,14 +95,20 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def load_trained(workdir: str, family: str, build, *, mesh_axes: dict | None = None,
-                 step: int | None = None):
-    """(config, spec, state, step) of the newest (or `step`) checkpoint of a `family` workdir.
+                 step: int | None = None, in_compute_dtype: bool = False):
+    """(config, spec, {'ema', 'extra'}, step) of the newest (or `step`) checkpoint of a `family`
+    workdir, for inference: only the parameter EMA (and the model's other variables, e.g. a VQ
+    codebook) is read, sharded over the mesh as in training; `in_compute_dtype` casts the EMA's
+    floating-point leaves to the config's `model.dtype` as they are read (bfloat16 halves a
+    sampler's memory). Nothing else of the train state is built or read.
 
-    `build(config, mesh) → (spec, fresh state)` is the family's builder; errors name a workdir
-    of another family or one without a checkpoint.
+    `build(config, mesh, abstract=True) → (spec, abstract state)` is the family's builder; errors
+    name a workdir of another family or one without a checkpoint.
     """
+    import jax
+    import jax.numpy as jnp
+
     from dalle_jax.parallel.mesh import make_mesh
-    from dalle_jax.training import train_state
 
     config = load_config(workdir)
     if config.model.family != family:
@@ -99,8 +118,13 @@ def load_trained(workdir: str, family: str, build, *, mesh_axes: dict | None = N
         step = ckpt.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it first")
-        spec, state = build(config, make_mesh(mesh_axes or {"data": -1}))
-        state, _ = ckpt.restore(train_state.abstract_state(spec, state), step, with_data=False)
+        spec, abstract = build(config, make_mesh(mesh_axes or {"data": -1}), abstract=True)
+        dtype = jnp.dtype(config.model.get("dtype", "float32"))
+        if in_compute_dtype and dtype != jnp.float32:
+            abstract = {**abstract, "ema": jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+                x.shape, dtype if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype,
+                sharding=x.sharding), abstract["ema"])}
+        state = ckpt.restore_inference(abstract, step)
     finally:
         ckpt.close()
     return config, spec, state, step

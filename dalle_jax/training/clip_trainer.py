@@ -54,11 +54,13 @@ def learning_rate(o: ml_collections.ConfigDict) -> optax.Schedule:
                                               o.end_learning_rate)
 
 
-def build(config: ml_collections.ConfigDict, mesh) -> tuple[train_state.StateSpec, dict]:
-    """(spec, freshly initialised state) for a CLIP config, on `mesh`."""
+def build(config: ml_collections.ConfigDict, mesh, *,
+          abstract: bool = False) -> tuple[train_state.StateSpec, dict]:
+    """(spec, freshly initialised state) for a CLIP config, on `mesh` (`abstract`: shapes and
+    shardings only, see `train_state.create`)."""
     tx = train_state.adamw(config.optimizer, learning_rate(config.optimizer), decay_mask)
     return train_state.create(lambda: Clip.from_config(config.model, seed=config.train.seed), tx,
-                              mesh, dict(config.partitioning.rules))
+                              mesh, dict(config.partitioning.rules), abstract=abstract)
 
 
 def has_negatives(config: ml_collections.ConfigDict) -> bool:
@@ -176,7 +178,10 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
     jitted = jax.jit(step, in_shardings=(spec.shardings, shardings),
                      out_shardings=(spec.shardings, replicated(spec.mesh)), donate_argnums=0)
 
-    return lambda state, batch: jitted(state, _inputs(config, batch, negatives, pictures))
+    def run(state, batch):
+        return jitted(state, _inputs(config, batch, negatives, pictures))
+    run.jitted = jitted  # the compiled step alone, on the batch `_inputs` makes (`bench compile`)
+    return run
 
 
 def make_eval_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,

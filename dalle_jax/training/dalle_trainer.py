@@ -18,12 +18,14 @@ from dalle_jax.models.transformer import DalleTransformer
 from dalle_jax.training import dalle_optimizer, dalle_steps, loop, train_state
 
 
-def build(config: ml_collections.ConfigDict, mesh) -> tuple[train_state.StateSpec, dict]:
-    """(spec, freshly initialised state) for a stage-2 config, on `mesh`."""
+def build(config: ml_collections.ConfigDict, mesh, *,
+          abstract: bool = False) -> tuple[train_state.StateSpec, dict]:
+    """(spec, freshly initialised state) for a stage-2 config, on `mesh` (`abstract`: shapes and
+    shardings only, see `train_state.create`)."""
     tx = dalle_optimizer.make(config.optimizer)
     return train_state.create(
         lambda: DalleTransformer.from_config(config.model, seed=config.train.seed), tx, mesh,
-        dict(config.partitioning.rules))
+        dict(config.partitioning.rules), abstract=abstract)
 
 
 def _inputs(config, batch: dict) -> dict:

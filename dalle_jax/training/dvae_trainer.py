@@ -23,13 +23,15 @@ from dalle_jax.training import checkpoint, dvae_steps, loop, train_state
 from dalle_jax.training.schedules import decoder_phase_start, dvae_schedules
 
 
-def build(config: ml_collections.ConfigDict, mesh) -> tuple[train_state.StateSpec, dict]:
-    """(spec, freshly initialised state) for a stage-1 config, on `mesh`."""
+def build(config: ml_collections.ConfigDict, mesh, *,
+          abstract: bool = False) -> tuple[train_state.StateSpec, dict]:
+    """(spec, freshly initialised state) for a stage-1 config, on `mesh` (`abstract`: shapes and
+    shardings only, see `train_state.create`)."""
     schedules = dvae_schedules(config)
     tx = train_state.adamw(config.optimizer, schedules["learning_rate"])
     return train_state.create(
         lambda: ImageTokenizer.from_config(config.model, seed=config.train.seed), tx, mesh,
-        dict(config.partitioning.rules), extra_filter=CodebookVar,
+        dict(config.partitioning.rules), extra_filter=CodebookVar, abstract=abstract,
     )
 
 

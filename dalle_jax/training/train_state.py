@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from dalle_jax.parallel.partitioning import replicated, state_shardings
+from dalle_jax.parallel.partitioning import log_unsplit, replicated, state_shardings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,8 @@ class StateSpec:
     tx: optax.GradientTransformation
     shardings: dict
     mesh: Mesh
+    # The partitioning rules that could not apply to a parameter on this mesh (`Unsplit`s).
+    unsplit: tuple = ()
 
     def merge(self, params: dict, extra: dict) -> nnx.Module:
         """The module carrying `params` and `extra`."""
@@ -51,19 +53,24 @@ def adamw(optimizer: ml_collections.ConfigDict, learning_rate: optax.Schedule,
 
 
 def create(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation, mesh: Mesh,
-           rules: dict, extra_filter=None) -> tuple[StateSpec, dict]:
-    """Builds the model under `jit` straight into its shardings; returns (spec, state)."""
+           rules: dict, extra_filter=None, *, abstract: bool = False) -> tuple[StateSpec, dict]:
+    """Builds the model under `jit` straight into its shardings; returns (spec, state).
+
+    With `abstract`, nothing is allocated: the state is `jax.ShapeDtypeStruct`s carrying their
+    shardings, which is what `jax.jit(...).lower` takes to compile a step ahead of time (for a
+    mesh of devices this process does not have, such as a TPU topology). Parameters that the
+    rules cannot split as they ask are logged (`partitioning.log_unsplit`) and kept in the spec."""
     filters = (nnx.Param,) + ((extra_filter,) if extra_filter is not None else ())
 
     def split(model):
         graphdef, params, *extra = nnx.split(model, *filters)
         return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(extra[0]) if extra else {}
 
-    abstract = nnx.eval_shape(model_fn)
-    graphdef, _, _ = split(abstract)
-    abstract_params = nnx.split(abstract, *filters)[1]
+    shapes = nnx.eval_shape(model_fn)
+    graphdef, _, _ = split(shapes)
+    abstract_params = nnx.split(shapes, *filters)[1]
     param_sh = state_shardings(abstract_params, rules, mesh)
-    extra_sh = state_shardings(nnx.split(abstract, *filters)[2], rules, mesh) if extra_filter else {}
+    extra_sh = state_shardings(nnx.split(shapes, *filters)[2], rules, mesh) if extra_filter else {}
     abstract_opt = jax.eval_shape(tx.init, nnx.to_pure_dict(abstract_params))
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
                                    transform_non_params=lambda _: replicated(mesh))
@@ -75,8 +82,10 @@ def create(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation,
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
                 "ema": jax.tree.map(jnp.copy, params), "extra": extra}
 
-    state = jax.jit(init, out_shardings=shardings)()
-    return StateSpec(graphdef, tx, shardings, mesh), state
+    spec = StateSpec(graphdef, tx, shardings, mesh, tuple(log_unsplit(abstract_params, rules, mesh)))
+    if abstract:
+        return spec, abstract_state(spec, jax.eval_shape(init))
+    return spec, jax.jit(init, out_shardings=shardings)()
 
 
 def ema_update(ema: dict, params: dict, decay: float, step: jax.Array | None = None) -> dict:

@@ -10,7 +10,7 @@
 #   env:   PYTHON (ours), PEER_PY (default /tmp/peer-venv/bin/python; see ../shared/peers/README.md),
 #          PEERS (the peer harness folder), SECONDS_EACH (ours: seconds per measurement), ROUNDS,
 #          PEER_HUGE_PAGES=1 (also time the peer's sparse float32 run under glibc's huge-page
-#          tunable, which our entry points turn on for themselves: dalle_jax/huge_pages.py)
+#          tunable, which our entry points turn on for themselves: dalle_jax/xla_cpu/huge_pages.py)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)

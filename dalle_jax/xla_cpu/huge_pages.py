@@ -10,12 +10,14 @@ waits for: 50 to 130 times fewer faults, and steps about 5% faster (experiments/
 
 glibc reads its tunables once, when the process starts, so `use_huge_pages()` re-executes the same
 command line (`execve`: same process id, before the command has done any work) with the tunable
-added. It does so only where it helps: Linux, glibc 2.35 or newer, THP mode `madvise`. Set
-`DALLE_JAX_HUGE_PAGES=0` to keep the process as started.
+added. It does so only where it helps: a process that will compute on the CPU (`JAX_PLATFORMS`
+starting with `cpu`, or unset on a machine with no TPU or GPU device files), on Linux, with glibc
+2.35 or newer and THP mode `madvise`. Set `DALLE_JAX_HUGE_PAGES=0` to keep the process as started.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import sys
@@ -23,6 +25,18 @@ import sys
 OPT_OUT = "DALLE_JAX_HUGE_PAGES"
 TUNABLE = "glibc.malloc.hugetlb"
 THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
+# Device files of accelerators JAX would pick over the CPU: TPU VMs (v4 and later: /dev/accel*,
+# v5e/v6e: /dev/vfio/N) and NVIDIA GPUs.
+ACCELERATOR_FILES = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*")
+
+
+def computes_on_cpu(environ, accelerator_files=ACCELERATOR_FILES) -> bool:
+    """Whether JAX in this process will compute on the CPU: `JAX_PLATFORMS`'s first entry when it
+    is set, else whether no accelerator device file exists."""
+    platforms = environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return platforms.split(",")[0].strip() == "cpu"
+    return not any(glob.glob(pattern) for pattern in accelerator_files)
 
 
 def thp_mode(path: str = THP_MODE_FILE) -> str | None:
@@ -69,6 +83,8 @@ def active(environ=os.environ, mode: str | None = None) -> bool:
 def use_huge_pages() -> None:
     """Restarts the command with the tunable where it helps (see the module docstring); returns
     without doing anything otherwise. Call it first thing in an entry point's `__main__` block."""
+    if not computes_on_cpu(os.environ):  # XLA's host scratch buffers matter on the CPU only
+        return
     tunables = tunables_to_add(os.environ, thp_mode(), glibc_version())
     if tunables is None:  # also off Linux: no glibc there, and no THP file
         return

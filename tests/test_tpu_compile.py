@@ -1,0 +1,125 @@
+"""The real steps compile for TPU slices on this CPU (XLA's TPU compiler from libtpu, no TPU).
+
+`bench compile` builds each family's step on an abstract state, lowers it for the devices of a
+named topology and compiles it; these tests read what XLA made of it: the Mosaic kernels of
+splash attention, the collectives along each mesh axis, per-device memory, and the parameters
+the rules leave whole.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dalle_jax.benchmarks import compile as compile_bench
+from tests.helpers.configs import ROOT, load
+
+MESHES = {"data4": {"data": 4}, "data2-tensor2": {"data": 2, "tensor": 2},
+          "fsdp2-tensor2": {"fsdp": 2, "tensor": 2}}
+
+
+def _tensor_gathers_in_loop(out: dict) -> int:
+    return sum(n for axes, n in out["collectives_by_axis"].get("all-gather", {}).items()
+               if "tensor" in axes and "in loop" in axes)
+
+
+@pytest.mark.parametrize("attention", ["splash", "blocksparse"])
+@pytest.mark.parametrize("mesh", MESHES)
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_the_train_step_compiles_for_v5e(preset, mesh, attention):
+    config = load("dalle", preset, **{"model.attention": attention, "model.dtype": "bfloat16"})
+    out = compile_bench.run(config, topology="v5e:2x2", mesh_axes=MESHES[mesh])
+    assert out["chips"] == 4 and out["device_kind"].startswith("TPU v5")
+    assert out["mesh"] == MESHES[mesh]
+    assert out["fits"] and 0 < out["per_device_gib"]["peak"] < out["hbm_gib"]
+    # splash: Mosaic kernels in the module (forward and backward, per pattern); else none
+    assert (out["attention_kernel"] > 0) == (attention == "splash")
+    # tensor parallelism multiplies each shard's heads; no weight is gathered over `tensor`
+    assert _tensor_gathers_in_loop(out) == 0
+    if "tensor" in MESHES[mesh] or "fsdp" in MESHES[mesh]:
+        assert out["replicated"] == []
+    if mesh == "fsdp2-tensor2" and preset == "small":  # FSDP: each layer's weights gathered
+        # inside the scan over layers (tiny, remat 'none', runs its 4 layers unrolled)
+        assert out["collectives_by_axis"]["all-gather"].get("fsdp in loop", 0) > 0
+
+
+def test_cpu_forms_are_left_out_of_a_tpu_step():
+    """Compiled for TPU, a bfloat16 step has no optimization barriers (the CPU-only transposed
+    copies) and its saved residuals are not bit-cast to integers (`xla_cpu.saved_bits`)."""
+    config = load("dalle", "tiny", **{"model.dtype": "bfloat16", "model.remat": "dots",
+                                      "model.attention": "blocksparse"})
+    from dalle_jax.parallel.mesh import make_mesh
+
+    mesh = make_mesh({"data": 4}, devices=compile_bench.topology_devices("v5e:2x2"))
+    _, programs = compile_bench._family_steps(config, mesh, "train")
+    _, step, args = programs[0]
+    tpu_text = step.lower(*args).as_text()
+    assert "optimization_barrier" not in tpu_text
+    assert "bitcast_convert" not in tpu_text
+
+
+@pytest.mark.parametrize("family", ["dvae", "clip"])
+def test_the_other_families_compile(family):
+    out = compile_bench.run(load(family, "tiny"), topology="v5e:2x2", mesh_axes={"data": 4})
+    assert out["family"] == family and out["fits"] and out["parameters"] > 0
+    assert out["collectives"]["all-reduce"] > 0  # gradients summed over the data axis
+
+
+def test_the_sampler_compiles_as_prefill_and_one_decode_step():
+    config = load("dalle", "tiny", **{"model.dtype": "bfloat16"})
+    out = compile_bench.run(config, topology="v5e:2x2", mesh_axes={"data": 2, "tensor": 2},
+                            step="sample")
+    assert set(out["programs"]) == {"prefill", "decode"}
+    assert all(p["fits"] for p in out["programs"].values())
+    # the decode step updates the donated cache in place
+    assert out["programs"]["decode"]["per_device_gib"]["aliased"] > 0
+
+
+def test_a_rule_that_cannot_divide_is_reported():
+    """tiny has 2 heads: a tensor axis of 4 cannot split them, and says so."""
+    out = compile_bench.run(load("dalle", "tiny"), topology="v5e:2x2", mesh_axes={"tensor": 4})
+    reported = [u for u in out["unsplit_rules"] if "'heads' → 'tensor' (4)" in u]
+    assert reported and any("layers/qkv" in u and "does not divide 2" in u for u in reported)
+
+
+def test_collective_groups_are_read_in_every_form():
+    from jax.sharding import Mesh
+    import numpy as np
+
+    mesh = Mesh(np.arange(4).reshape(2, 2), ("fsdp", "tensor"))  # only .shape is read
+    text = "\n".join([
+        "ENTRY %main (p: f32[4]) -> f32[4] {",
+        "  %a = f32[4] all-gather(f32[2] %p), replica_groups={{0,2},{1,3}}, dimensions={0}",
+        "  %b = f32[4] all-reduce(f32[4] %a), replica_groups=[2,2]<=[4], to_apply=%add",
+        "  %c = f32[4] all-reduce(f32[4] %b), replica_groups=[2,2]<=[2,2]T(1,0), to_apply=%add",
+        "  %d = f32[4] all-reduce(f32[4] %c), replica_groups=mesh['x'=2,'y'=2] {'y'}, to_apply=%add",
+        "  %e = f32[4] all-reduce(f32[4] %d), replica_groups=mesh['x'=2,'y'=2], "
+        "device_ids=([2,2]T(1,0)) {'y'}, to_apply=%add",
+        "  %f = f32[4] all-reduce(f32[4] %e), replica_groups={}, to_apply=%add",
+        "}"])
+    assert compile_bench.collectives_by_axis(text, mesh) == {
+        "all-gather": {"fsdp": 1},
+        "all-reduce": {"tensor": 2, "fsdp": 2, "fsdp+tensor": 1}}
+
+
+def test_bench_compile_prints_one_json_line_and_names_bad_input():
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("JAX_PLATFORMS", None)  # the command keeps JAX on the host by itself
+    base = [sys.executable, "-m", "dalle_jax.bench", "compile", "--config=configs/dalle.py:tiny"]
+
+    def run(*args):
+        return subprocess.run(base + list(args), cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    done = run("--topology=v5e:2x2", "--mesh=data:2,tensor:2", "--config.model.attention=splash")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["topology"] == "v5e:2x2" and out["attention"] == "splash"
+    assert out["attention_kernel"] > 0 and out["mesh"] == {"data": 2, "tensor": 2}
+    bad = run("--topology=v9x:2x2", "--mesh=data:4")
+    assert bad.returncode != 0 and "v5p:4x4x4" in bad.stderr  # lists the known names
+    assert "Traceback" not in bad.stderr
+    wrong = run("--topology=v5e:2x2", "--mesh=data:8")
+    assert wrong.returncode != 0 and "needs 8 devices" in wrong.stderr
