@@ -29,6 +29,9 @@ def _base() -> ml_collections.ConfigDict:
         depth=64,
         heads=62,
         head_dim=64,
+        # Heads stored (0: `heads`): slots past `heads` stay zero and masked, the same model, so
+        # that a tensor axis of 4 or 8 divides them (paper: 62 heads in 64 slots).
+        head_slots=64,
         # MLP width as a multiple of the model width.
         mlp_ratio=4,
         # 'dense' (masked einsum, the reference), 'blocksparse' (skips untouched blocks) or
@@ -86,19 +89,27 @@ def _base() -> ml_collections.ConfigDict:
     ))
     c.train = config_parts.train_config(eval_every=10_000, image_every=0)
     c.partitioning = ml_collections.ConfigDict(dict(
-        # Logical axis → mesh axis: FSDP over the model width, tensor parallel over heads and MLP;
-        # activations: the batch over data and fsdp, heads / MLP / vocabulary over tensor.
-        rules=dict(embed="fsdp", heads="tensor", mlp="tensor", vocab="tensor", head_dim=None,
-                   layers=None, norm=None, batch=("data", "fsdp")),
+        # Logical axis → mesh axis. Weights: FSDP over the width (`fsdp`) and over a second
+        # dimension (`fsdp_transpose`: the head width, and the MLP and vocabulary after
+        # `tensor`), so that fsdp × fsdp_transpose devices share each weight even where the
+        # width alone does not divide (3968 = 2⁷·31: fsdp up to 128, × 2); tensor parallel over
+        # heads, MLP and vocabulary. Activations: the batch over data, fsdp and fsdp_transpose.
+        # A rule's later mesh axes apply where the earlier ones leave them free (biases).
+        rules=dict(embed="fsdp", heads="tensor", head_dim="fsdp_transpose",
+                   heads_flat=("tensor", "fsdp_transpose", "fsdp"),
+                   mlp=("tensor", "fsdp_transpose", "fsdp"), vocab=("tensor", "fsdp_transpose"),
+                   layers=None, norm=None, batch=("data", "fsdp", "fsdp_transpose")),
     ))
-    c.mesh = config_parts.mesh_config()
+    # Mesh axis sizes (one may be -1: what the others leave). TPU slices: see
+    # experiments/tpu/README.md for the meshes that fit each preset.
+    c.mesh = config_parts.mesh_config({"data": -1, "fsdp": 1, "fsdp_transpose": 1, "tensor": 1})
     return c
 
 
 def _tiny(c):
     c.model.update(text_vocab=512, text_len=16, image_vocab=64, grid=4, width=32, depth=4,
-                   heads=2, head_dim=16, conv_kernel=3, block_size=16, dtype="float32",
-                   remat="none")
+                   heads=2, head_slots=0, head_dim=16, conv_kernel=3, block_size=16,
+                   dtype="float32", remat="none")
     # Codes of `shapes` at 32 px from a tiny dVAE (`python -m dalle_jax.data encode`).
     c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=32,
                                       global_batch_size=8)
@@ -110,8 +121,8 @@ def _tiny(c):
 
 def _small(c):
     c.model.update(text_vocab=4096, text_len=64, image_vocab=1024, grid=16, width=512, depth=8,
-                   heads=8, head_dim=64, conv_kernel=11, block_size=32, dtype="float32",
-                   remat="dots")
+                   heads=8, head_slots=0, head_dim=64, conv_kernel=11, block_size=32,
+                   dtype="float32", remat="dots")
     c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=128,
                                       global_batch_size=8)
     c.train.update(num_steps=20_000, log_every=50, eval_every=1_000, eval_batches=8,

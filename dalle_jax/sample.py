@@ -43,6 +43,8 @@ def _define_flags():
     flags.DEFINE_integer("seed", 0, "random seed")
     flags.DEFINE_integer("batch_size", 8, "(prompt, sample) rows per jitted batch")
     flags.DEFINE_string("out", "samples.png", "PNG grid to write (and OUT.json with the scores)")
+    flags.DEFINE_string("mesh", "data:-1", "AXIS:SIZE,… the transformer's EMA is split over by its "
+                        "rules (e.g. fsdp:4 for a model too large for one device)")
     flags.mark_flags_as_required(["workdir"])
 
 
@@ -78,7 +80,7 @@ def completion_prefix(gen, path: str, keep_rows: int, count: int) -> tuple[np.nd
 def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8,
              rerank: int = 0, settings=None, seed: int = 0, clip_workdir: str | None = None,
              dvae_workdir: str | None = None, complete: str | None = None, keep_rows: int = 0,
-             batch_size: int = 8) -> dict:
+             batch_size: int = 8, mesh: str = "data:-1") -> dict:
     """Samples, scores and writes the grid `out` and its JSON; returns the JSON record.
 
     The command line's work, callable from Python (the quickstart and the notebook use it).
@@ -88,6 +90,7 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
     from dalle_jax.generation.generator import Generator, encode_prompts
     from dalle_jax.generation.rerank import Reranker, top_k
     from dalle_jax.generation.sampling import Settings
+    from dalle_jax.parallel.mesh import parse_axes
     from dalle_jax.training import checkpoint
 
     settings = settings or Settings()
@@ -104,7 +107,8 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
     settings.check(config.model.image_vocab)
     tokenizer = pipeline.ensure_tokenizer(config, workdir)
     text = encode_prompts(tokenizer, config.model.text_len, prompts)
-    gen = Generator.load(workdir, dvae_workdir=dvae_workdir, tokenizer=tokenizer)
+    gen = Generator.load(workdir, dvae_workdir=dvae_workdir, tokenizer=tokenizer,
+                         mesh_axes=parse_axes(mesh))
     ranker = Reranker.load(clip_workdir) if clip_workdir else None
     prefix, keep = (completion_prefix(gen, complete, keep_rows, len(prompts))
                     if complete else (None, 0))
@@ -146,7 +150,7 @@ def main(argv: list[str]) -> None:
             num_samples=f.num_samples, rerank=f.rerank,
             settings=Settings(**sampling_settings()), seed=f.seed,
             clip_workdir=f.clip_workdir, dvae_workdir=f.dvae_workdir, complete=f.complete,
-            keep_rows=f.keep_rows, batch_size=f.batch_size)
+            keep_rows=f.keep_rows, batch_size=f.batch_size, mesh=f.mesh)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     print(json.dumps({"grid": record["grid"], "samples": len(record["samples"])}))

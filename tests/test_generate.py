@@ -130,3 +130,38 @@ def test_a_workdir_without_checkpoint_is_named(tmp_path):
     checkpoint.save_config(load("dalle", "tiny"), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="has no checkpoint yet"):
         Generator.load(str(tmp_path))
+
+
+def test_inference_reads_only_the_ema_in_the_compute_dtype_and_sharded(tiny_dalle, tmp_path):
+    """`load_trained` restores the EMA (not the parameters or the optimizer's moments) on the
+    requested mesh, cast to the config's compute dtype as it is read."""
+    import shutil
+
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    from dalle_jax.training import checkpoint, dalle_trainer
+
+    config, spec, state, step = checkpoint.load_trained(tiny_dalle, "dalle", dalle_trainer.build,
+                                                        mesh_axes={"data": 4, "fsdp": 2})
+    assert set(state) == {"ema", "extra"}
+    whole = ocp.StandardCheckpointer().restore(os.path.join(tiny_dalle, "checkpoints", str(step),
+                                                            "state"))
+    for got, want in zip(jax.tree.leaves(state["ema"]), jax.tree.leaves(whole["ema"])):
+        np.testing.assert_array_equal(np.asarray(got), want)
+    assert not np.allclose(whole["ema"]["text_head"], whole["params"]["text_head"])
+    assert "fsdp" in str(state["ema"]["text_embed"].sharding.spec)  # split as in training
+    bf16 = str(tmp_path / "bf16")
+    shutil.copytree(tiny_dalle, bf16)
+    with open(os.path.join(bf16, checkpoint.CONFIG_FILE)) as f:
+        saved = json.load(f)
+    saved["model"]["dtype"] = "bfloat16"
+    with open(os.path.join(bf16, checkpoint.CONFIG_FILE), "w") as f:
+        json.dump(saved, f)
+    _, _, low, _ = checkpoint.load_trained(bf16, "dalle", dalle_trainer.build,
+                                           in_compute_dtype=True)
+    assert {x.dtype for x in jax.tree.leaves(low["ema"])} == {jnp.dtype(jnp.bfloat16)}
+    np.testing.assert_array_equal(np.asarray(low["ema"]["text_head"], np.float32),
+                                  np.asarray(whole["ema"]["text_head"].astype(jnp.bfloat16),
+                                             np.float32))

@@ -38,3 +38,32 @@ def test_bad_mesh_text_is_named():
         plan.parse_mesh("data:4,fsdp")
     with pytest.raises(ValueError, match="does not divide"):
         plan.run(load("dalle", "tiny"), {"data": 3})
+
+
+# The meshes experiments/tpu/README.md and the README recommend for `paper`, by slice.
+PAPER_MESHES = [
+    {"data": 8, "fsdp": 8},                                   # v5p-128 (64 chips)
+    {"data": 4, "fsdp": 4, "tensor": 4},                      # v5p-128, tensor parallel
+    {"data": 2, "fsdp": 128, "fsdp_transpose": 2},            # v5p-1024 (512 chips): fsdp 256
+    {"data": 2, "fsdp": 16, "fsdp_transpose": 2, "tensor": 8},  # v5p-1024, tensor 8
+    {"data": 2, "fsdp": 32},                                  # v4-128 (64 chips)
+    {"data": 2, "fsdp": 128},                                 # v5e-256
+]
+
+
+@pytest.mark.parametrize("mesh", PAPER_MESHES, ids=lambda m: ",".join(f"{k}:{v}" for k, v in m.items()))
+def test_paper_splits_every_large_parameter_on_the_recommended_meshes(mesh):
+    out = plan.run(load("dalle", "paper", **{"data.global_batch_size": 512}), mesh)
+    assert out["replicated"] == [] and out["unsplit_rules"] == []
+    assert out["parameters"] == 12_292_808_448  # the 62-head model; 2 head slots more are stored
+    assert out["stored_parameters"] > out["parameters"]
+
+
+def test_a_rule_that_cannot_divide_is_named_and_the_parameter_listed():
+    """The width 3968 = 2⁷·31: fsdp 256 cannot split it, and every weight that relies on it says
+    so; the ones with no other split are listed whole."""
+    out = plan.run(load("dalle", "paper", **{"data.global_batch_size": 512}),
+                   {"data": 2, "fsdp": 256})
+    assert any(u.startswith("layers/qkv (64, 3968, 3, 64, 64): rule 'embed' → 'fsdp' (256) "
+                            "does not divide 3968") for u in out["unsplit_rules"])
+    assert {"layers/qkv", "layers/out", "image_head"} <= {r["path"] for r in out["replicated"]}

@@ -34,8 +34,10 @@ def test_the_train_step_compiles_for_v5e(preset, mesh, attention):
     assert out["chips"] == 4 and out["device_kind"].startswith("TPU v5")
     assert out["mesh"] == MESHES[mesh]
     assert out["fits"] and 0 < out["per_device_gib"]["peak"] < out["hbm_gib"]
-    # splash: Mosaic kernels in the module (forward and backward, per pattern); else none
+    # splash: its Pallas kernels in the module (forward and backward, per pattern); else none
     assert (out["attention_kernel"] > 0) == (attention == "splash")
+    assert out["attention_kernel"] == sum(n for k, n in out["tpu_kernels"].items()
+                                          if k.startswith("splash_mha"))
     # tensor parallelism multiplies each shard's heads; no weight is gathered over `tensor`
     assert _tensor_gathers_in_loop(out) == 0
     if "tensor" in MESHES[mesh] or "fsdp" in MESHES[mesh]:

@@ -155,3 +155,32 @@ def test_scanned_stack_equals_layer_by_layer(remat):
         x = block(jax.tree.map(lambda v: v[i], stacked), x, model._attention_fn(kind))
     want = layer_norm(x, model.final_scale[...], model.final_bias[...])
     np.testing.assert_allclose(model.hidden(text, image), want, rtol=1e-5, atol=1e-5)
+
+
+def test_unused_head_slots_stay_zero_and_change_nothing():
+    """3 heads stored in 4 slots: the fourth slot's weights start at zero, get zero gradients,
+    and the model computes what the 3-head model with the same weights does."""
+    slotted = _model(heads=3, head_slots=4)
+    layers = slotted.layers
+    assert layers.qkv.shape[3] == 4 and layers.out.shape[1] == 4
+    assert not np.any(layers.qkv[...][:, :, :, 3]) and not np.any(layers.out[...][:, 3])
+    plain = _model(heads=3)
+    for name, axis in (("qkv", 3), ("out", 1)):
+        getattr(plain.layers, name)[...] = getattr(layers, name)[...][
+            (slice(None),) * axis + (slice(0, 3),)]
+    plain.layers.qkv_bias[...] = layers.qkv_bias[...][:, :, :3 * 16]  # heads · head_dim, flat
+    for name in ("ln1_scale", "ln1_bias", "out_bias", "ln2_scale", "ln2_bias", "mlp_in",
+                 "mlp_in_bias", "mlp_out", "mlp_out_bias"):
+        getattr(plain.layers, name)[...] = getattr(layers, name)[...]
+    for name in ("text_embed", "text_pos", "image_embed", "row_embed", "col_embed",
+                 "final_scale", "final_bias", "text_head", "image_head"):
+        getattr(plain, name)[...] = getattr(slotted, name)[...]
+    batch = _batch(3)
+    for a, b in zip(slotted(*batch), plain(*batch)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    grads = nnx.grad(lambda m: jnp.mean(m(*batch)[1] ** 2))(slotted)
+    assert not np.any(grads.layers.qkv[...][:, :, :, 3])
+    assert not np.any(grads.layers.out[...][:, 3])
+    assert np.any(grads.layers.qkv[...][:, :, :, :3])
+    with pytest.raises(ValueError, match="head_slots=2 is fewer than model.heads=3"):
+        _model(heads=3, head_slots=2)

@@ -9,7 +9,8 @@ for them on this host. The step is the one `train` (or `sample`) runs: built by 
 trainer on an abstract state (`jax.ShapeDtypeStruct`s carrying their shardings; nothing is
 allocated), lowered with the batch split over the mesh's batch axes, and compiled. The figures
 are XLA's: per-device bytes of arguments, outputs and temporaries (`memory_analysis`), the
-collectives in the compiled module, and the Mosaic kernel calls (splash attention). `sample`
+collectives in the compiled module (and along which mesh axes), and the TPU kernel calls
+(splash attention's Pallas kernels, and those XLA writes itself). `sample`
 compiles the sampler's two programs, the text prefill and one cached decode step, on the
 parameter EMA in the compute dtype.
 """
@@ -34,6 +35,17 @@ from dalle_jax.parallel.partitioning import activation_sharding, resolve_spec
 
 # HBM per chip, GiB, by TPU generation (the prefix of a topology name).
 HBM_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}
+
+
+def chips_of(topology: str) -> int:
+    """Chips of a topology name: 'v5p:4x4x4' → 64."""
+    return math.prod(int(d) for d in topology.partition(":")[2].split("x"))
+
+
+def hbm_per_device(topology: str, devices: int) -> float:
+    """GiB of HBM each JAX device of the slice has: the chip's, shared by its devices (one per
+    chip as `topology_devices` describes every generation)."""
+    return HBM_GIB[topology.partition(":")[0]] * chips_of(topology) / devices
 # Topology names known to work with the pinned libtpu (generation:chips per dimension).
 KNOWN_TOPOLOGIES = ("v4:2x2x1", "v4:2x2x2", "v4:4x4x4", "v5e:2x2", "v5e:4x4", "v5e:8x8",
                     "v5e:16x16", "v5p:2x2x1", "v5p:2x2x2", "v5p:4x4x4", "v5p:8x8x8",
@@ -60,8 +72,12 @@ def topology_devices(name: str) -> list:
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
 
+    # v4 and v5p chips hold two TensorCores, which JAX runs as one device ("megacore"), as
+    # on a TPU VM; libtpu describes them one device per core unless asked.
+    options = {"chip_config_name": "megacore"} if generation in ("v4", "v5p") else {}
     try:
-        return list(topologies.get_topology_desc(platform="tpu", topology_name=name).devices)
+        return list(topologies.get_topology_desc(platform="tpu", topology_name=name,
+                                                 **options).devices)
     except Exception as e:  # libtpu's error for a shape it does not know
         raise ValueError(f"--topology={name!r} is not a TPU slice libtpu knows ({e}); known "
                          f"names: {', '.join(KNOWN_TOPOLOGIES)}") from None
@@ -182,9 +198,22 @@ def collectives_by_axis(hlo_text: str, mesh) -> dict[str, dict[str, int]]:
     return out
 
 
-def mosaic_calls(hlo_text: str) -> int:
-    """How many Mosaic (Pallas TPU) kernel calls the compiled module holds."""
-    return hlo_text.count('custom_call_target="tpu_custom_call"')
+_KERNEL_RE = re.compile(r"%([A-Za-z_\-]+)[.\d]* = .*custom_call_target=\"tpu_custom_call\"")
+
+
+def tpu_kernels(hlo_text: str) -> dict[str, int]:
+    """{kernel name: calls} of the module's TPU kernel calls: Pallas (Mosaic) kernels such as
+    splash attention's `splash_mha_fwd…`, and kernels XLA's TPU compiler writes itself (its
+    `online-softmax` for a dense softmax over keys)."""
+    counts: dict[str, int] = {}
+    for name in _KERNEL_RE.findall(hlo_text):
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def splash_calls(hlo_text: str) -> int:
+    """How many calls of splash attention's Pallas kernels the module holds."""
+    return sum(n for name, n in tpu_kernels(hlo_text).items() if name.startswith("splash"))
 
 
 def memory(compiled) -> dict[str, float]:
@@ -293,6 +322,34 @@ def _sampler_programs(config, spec, state, mesh):
             ("decode", jax.jit(decode, donate_argnums=1), (params, cache, codes, index))]
 
 
+def _compile_one(fn, args, mesh, hbm: float) -> dict:
+    """The figures of one compiled program; XLA refusing it for lack of memory is a result
+    (`fits` false, XLA's message in `error`), not a failure."""
+    cache = jax.config.jax_enable_compilation_cache
+    start = time.perf_counter()
+    # The persistent cache cannot load executables for devices this process has no client
+    # for: compile afresh and write nothing (JAX decides once per process whether it uses the
+    # cache, so this holds where the first compile is this one, as in `bench compile`).
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        compiled = fn.lower(*args).compile()
+    except Exception as e:  # XLA's out-of-memory is a JaxRuntimeError (RESOURCE_EXHAUSTED)
+        if "RESOURCE_EXHAUSTED" not in str(e) and "Ran out of memory" not in str(e):
+            raise
+        message = next((line for line in str(e).splitlines() if "memory" in line), str(e))
+        return {"compile_s": time.perf_counter() - start, "fits": False,
+                "error": message.strip()[:500], "per_device_gib": None, "collectives": None,
+                "collectives_by_axis": None, "attention_kernel": None, "tpu_kernels": None}
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cache)
+    seconds = time.perf_counter() - start
+    text = compiled.as_text()
+    mem = memory(compiled)
+    return {"compile_s": seconds, "per_device_gib": mem, "fits": mem["peak"] <= hbm,
+            "collectives": collectives(text), "collectives_by_axis": collectives_by_axis(text, mesh),
+            "attention_kernel": splash_calls(text), "tpu_kernels": tpu_kernels(text)}
+
+
 def run(config: ml_collections.ConfigDict, *, topology: str, mesh_axes: dict[str, int],
         step: str = "train") -> dict:
     """Compiles `step` of `config` for `topology` on a mesh of `mesh_axes`; returns the figures."""
@@ -300,44 +357,33 @@ def run(config: ml_collections.ConfigDict, *, topology: str, mesh_axes: dict[str
         raise ValueError(f"--step={step!r}; choose one of {STEPS}")
     devices = topology_devices(topology)
     mesh = make_mesh(mesh_axes, devices=devices)
-    hbm = HBM_GIB[topology.partition(":")[0]]
+    hbm = hbm_per_device(topology, len(devices))
     spec, programs = _family_steps(config, mesh, step)
-    out_programs = {}
-    cache = jax.config.jax_enable_compilation_cache
-    for name, fn, args in programs:
-        start = time.perf_counter()
-        # The persistent cache cannot load executables for devices this process has no client
-        # for: compile afresh and write nothing (JAX decides once per process whether it uses
-        # the cache, so this holds where the first compile is this one, as in `bench compile`).
-        jax.config.update("jax_enable_compilation_cache", False)
-        try:
-            compiled = fn.lower(*args).compile()
-        finally:
-            jax.config.update("jax_enable_compilation_cache", cache)
-        seconds = time.perf_counter() - start
-        text = compiled.as_text()
-        mem = memory(compiled)
-        out_programs[name] = {"compile_s": seconds, "per_device_gib": mem,
-                              "fits": mem["peak"] <= hbm, "collectives": collectives(text),
-                              "collectives_by_axis": collectives_by_axis(text, mesh),
-                              "attention_kernel": mosaic_calls(text)}
+    out_programs = {name: _compile_one(fn, args, mesh, hbm) for name, fn, args in programs}
     first = next(iter(out_programs.values()))
     abstract_params = programs[0][2][0]  # the state, or the parameters the program takes
     abstract_params = abstract_params.get("params", abstract_params)
-    params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params))
+    stored = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params))
     m = config.model
+    if m.family == "dalle":
+        from dalle_jax.models.transformer import unused_slot_parameters
+
+        params = stored - unused_slot_parameters(m)
+    else:
+        params = stored
     return {
         "benchmark": "compile", "preset": config.get("preset", ""), "family": m.family,
-        "step": step, "topology": topology, "chips": len(devices),
+        "step": step, "topology": topology, "chips": chips_of(topology), "devices": len(devices),
         "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
         "global_batch": config.data.global_batch_size,
         "attention": m.get("attention"), "dtype": m.get("dtype"), "remat": m.get("remat"),
-        "parameters": int(params), "hbm_gib": hbm,
+        "parameters": int(params), "stored_parameters": int(stored), "hbm_gib": hbm,
         "compile_s": sum(p["compile_s"] for p in out_programs.values()),
         "per_device_gib": first["per_device_gib"],
         "fits": all(p["fits"] for p in out_programs.values()),
+        "error": next((p["error"] for p in out_programs.values() if "error" in p), None),
         "collectives": first["collectives"], "collectives_by_axis": first["collectives_by_axis"],
-        "attention_kernel": first["attention_kernel"],
+        "attention_kernel": first["attention_kernel"], "tpu_kernels": first["tpu_kernels"],
         "replicated": whole_parameters(abstract_params),
         "unsplit_rules": [str(u) for u in spec.unsplit],
         "programs": out_programs,

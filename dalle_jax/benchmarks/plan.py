@@ -12,7 +12,8 @@ config's logical-axis rules resolved against the requested mesh sizes (no device
   attention output (4·B·L·H·D), the attention weights (B·H·L·K, K the keys a query block computes:
   L for dense, the widest block row for blocksparse/splash) and the MLP hidden (B·L·4W), with H and
   the MLP split over `tensor`; the logits over each position's vocabulary are added in float32.
-  B is the per-device batch: the global batch over the `data` × `fsdp` axes.
+  B is the per-device batch: the global batch over the batch axes (`data` × `fsdp` ×
+  `fsdp_transpose`).
 
 It also lists the parameters of 1 MiB or more that the rules leave whole on this mesh
 (`replicated`) and each rule that cannot divide its dimension (`unsplit_rules`). XLA's own
@@ -30,7 +31,8 @@ from flax import nnx
 
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import band_plan
-from dalle_jax.models.transformer import DTYPES, DalleTransformer
+from dalle_jax.models.transformer import DTYPES, DalleTransformer, unused_slot_parameters
+from dalle_jax.parallel.mesh import BATCH_AXES, parse_axes
 from dalle_jax.parallel.partitioning import left_whole, resolve_spec, unsplit
 
 
@@ -42,15 +44,12 @@ class _MeshShape:
 
 
 def parse_mesh(text: str) -> dict[str, int]:
-    """'data:64,fsdp:8,tensor:4' → {'data': 64, 'fsdp': 8, 'tensor': 4}."""
-    sizes = {}
-    for part in filter(None, text.split(",")):
-        name, _, size = part.partition(":")
-        if not size.isdigit() or int(size) < 1:
-            raise ValueError(f"--mesh entry {part!r}: write AXIS:SIZE with a positive size")
-        sizes[name.strip()] = int(size)
-    if not sizes:
-        raise ValueError(f"--mesh={text!r} names no axis; e.g. data:64,fsdp:8,tensor:4")
+    """'data:64,fsdp:8,tensor:4' → {'data': 64, 'fsdp': 8, 'tensor': 4}: sizes of devices that
+    need not exist, so each must be positive."""
+    sizes = parse_axes(text)
+    for name, size in sizes.items():
+        if size < 1:
+            raise ValueError(f"--mesh entry {name}:{size}: write AXIS:SIZE with a positive size")
     return sizes
 
 
@@ -78,21 +77,23 @@ def run(config: ml_collections.ConfigDict, mesh_sizes: dict[str, int]) -> dict:
     shapes = jax.tree.leaves(params)
     mesh = _MeshShape(mesh_sizes)
     rules = dict(config.partitioning.rules)
-    count = sum(math.prod(x.shape) for x in shapes)
+    stored = sum(math.prod(x.shape) for x in shapes)
+    count = stored - unused_slot_parameters(m)
     param_bytes = 0
     for spec, x in zip(specs, shapes):
         resolved = resolve_spec(spec, x.shape, rules, mesh)
         split = math.prod(math.prod(mesh_sizes[a] for a in ((e,) if isinstance(e, str) else e))
                           for e in resolved if e is not None)
         param_bytes += 4 * math.prod(x.shape) / split
-    batch_devices = mesh_sizes.get("data", 1) * mesh_sizes.get("fsdp", 1)
+    batch_devices = math.prod(mesh_sizes.get(a, 1) for a in BATCH_AXES)
     gb = config.data.global_batch_size
     if gb % batch_devices:
-        raise ValueError(f"global batch {gb} does not divide over data × fsdp = {batch_devices}")
+        raise ValueError(f"global batch {gb} does not divide over the batch axes "
+                         f"{' × '.join(BATCH_AXES)} = {batch_devices}")
     b, t = gb // batch_devices, mesh_sizes.get("tensor", 1)
     length = m.text_len + m.grid ** 2
     act = np.dtype(DTYPES[m.dtype]).itemsize
-    heads = math.ceil(m.heads / t)
+    heads = math.ceil((m.get("head_slots", 0) or m.heads) / t)
     layer = act * b * length * (4 * heads * m.head_dim + m.mlp_ratio * m.width / t) \
         + 4 * b * heads * length * _keys_per_query(m)  # softmax weights in float32
     stream = act * b * length * m.width
@@ -106,6 +107,7 @@ def run(config: ml_collections.ConfigDict, mesh_sizes: dict[str, int]) -> dict:
     return {
         "benchmark": "plan", "preset": config.get("preset", ""), "mesh": mesh_sizes,
         "devices": math.prod(mesh_sizes.values()), "parameters": int(count),
+        "stored_parameters": int(stored),
         "per_device_batch": b,
         "replicated": left_whole(params, rules, mesh),
         "unsplit_rules": [str(u) for u in unsplit(params, rules, mesh)],

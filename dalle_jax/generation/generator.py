@@ -67,16 +67,19 @@ class Generator:
 
     @classmethod
     def load(cls, workdir: str, *, dvae_workdir: str | None = None, step: int | None = None,
-             tokenizer=None) -> "Generator":
+             tokenizer=None, mesh_axes: dict | None = None) -> "Generator":
         """Restores the newest (or `step`) checkpoint of a stage-2 workdir and its dVAE.
 
-        `tokenizer`: the workdir's tokenizer when the caller has already read it.
+        `tokenizer`: the workdir's tokenizer when the caller has already read it. `mesh_axes`:
+        the mesh the EMA is split over by the config's rules (default {'data': -1}: every device
+        holds it whole), e.g. {'fsdp': 4} to sample a model too large for one device.
         """
         from dalle_jax.training import dalle_trainer
         from dalle_jax.training.dvae_inference import ImageCodec
 
-        config, spec, state, step = checkpoint.load_trained(workdir, "dalle", dalle_trainer.build,
-                                                            step=step, in_compute_dtype=True)
+        config, spec, state, step = checkpoint.load_trained(
+            workdir, "dalle", dalle_trainer.build, step=step, in_compute_dtype=True,
+            mesh_axes=mesh_axes)
         model = spec.merge(state["ema"], {})
         tokenizer = tokenizer or pipeline.ensure_tokenizer(config, workdir)
         codec = ImageCodec.load(dvae_workdir or dvae_workdir_of(config))

@@ -64,6 +64,14 @@ def normal_param(rngs, shape, axes, std=0.02):
     return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32), out_sharding=axes)
 
 
+def masked_param(rngs, shape, axes, keep: np.ndarray, axis: int, std=0.02):
+    """`normal_param`, with the slices of `axis` where `keep` is False set to zero."""
+    shape_keep = [1] * len(shape)
+    shape_keep[axis] = len(keep)
+    w = std * jax.random.normal(rngs.params(), shape, jnp.float32)
+    return nnx.Param(w * jnp.asarray(keep.reshape(shape_keep), jnp.float32), out_sharding=axes)
+
+
 def zeros_param(shape, axes):
     """A float32 parameter of zeros named by `axes`."""
     return nnx.Param(jnp.zeros(shape, jnp.float32), out_sharding=axes)
@@ -105,7 +113,9 @@ def head_logits(h: jax.Array, weight: jax.Array) -> jax.Array:
 LAYER_AXES = {
     "ln1_scale": ("layers", "norm"), "ln1_bias": ("layers", "norm"),
     "qkv": ("layers", "embed", None, "heads", "head_dim"),
-    "qkv_bias": ("layers", None, "heads", "head_dim"),
+    # (layers, 3, heads · head_dim): flat, so that FSDP can split it where neither the heads nor
+    # the head width alone divide (the paper's 3 MiB bias over 128 devices)
+    "qkv_bias": ("layers", None, "heads_flat"),
     "out": ("layers", "heads", "head_dim", "embed"), "out_bias": ("layers", "norm"),
     "ln2_scale": ("layers", "norm"), "ln2_bias": ("layers", "norm"),
     "mlp_in": ("layers", "embed", "mlp"), "mlp_in_bias": ("layers", "mlp"),
@@ -114,18 +124,25 @@ LAYER_AXES = {
 
 
 class Layers(nnx.Module):
-    """`depth` pre-norm blocks with their parameters stacked on a leading `layers` axis."""
+    """`depth` pre-norm blocks with their parameters stacked on a leading `layers` axis.
+
+    `slots` ≥ `heads` heads are stored; the slots past `heads` are zero (query, key, value and
+    output weights) and their attention output is masked, so they stay zero and the model is the
+    `heads`-head one. They exist so that a `tensor` mesh axis divides the stored heads (the
+    paper's 62 heads in 64 slots split 4 or 8 ways)."""
 
     def __init__(self, *, depth: int, width: int, heads: int, head_dim: int, mlp_ratio: int,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, slots: int = 0):
         mlp = mlp_ratio * width
         out_std = 0.02 / np.sqrt(2 * depth)  # residual branches scaled down with depth
+        slots = slots or heads
+        keep = np.arange(slots) < heads
         a = LAYER_AXES
         self.ln1_scale = ones_param((depth, width), a["ln1_scale"])
         self.ln1_bias = zeros_param((depth, width), a["ln1_bias"])
-        self.qkv = normal_param(rngs, (depth, width, 3, heads, head_dim), a["qkv"])
-        self.qkv_bias = zeros_param((depth, 3, heads, head_dim), a["qkv_bias"])
-        self.out = normal_param(rngs, (depth, heads, head_dim, width), a["out"], out_std)
+        self.qkv = masked_param(rngs, (depth, width, 3, slots, head_dim), a["qkv"], keep, 3)
+        self.qkv_bias = zeros_param((depth, 3, slots * head_dim), a["qkv_bias"])
+        self.out = masked_param(rngs, (depth, slots, head_dim, width), a["out"], keep, 1, out_std)
         self.out_bias = zeros_param((depth, width), a["out_bias"])
         self.ln2_scale = ones_param((depth, width), a["ln2_scale"])
         self.ln2_bias = zeros_param((depth, width), a["ln2_bias"])
@@ -145,7 +162,8 @@ def attention_inputs(p: dict, x: jax.Array) -> jax.Array:
     b, length, width = x.shape
     heads, head_dim = p["qkv"].shape[-2:]
     h = layer_norm(x.reshape(b * length, width), p["ln1_scale"], p["ln1_bias"])
-    qkv = switch.checkpoint_name(project(h, p["qkv"], p["qkv_bias"]), "qkv")  # (B·L, 3, H, D)
+    bias = p["qkv_bias"].reshape(3, heads, head_dim)
+    qkv = switch.checkpoint_name(project(h, p["qkv"], bias), "qkv")  # (B·L, 3, H, D)
     return constrain(qkv.reshape(b, length, 3, heads, head_dim),
                      ("batch", None, None, "heads", None))
 
@@ -167,6 +185,13 @@ def block(p: dict, x: jax.Array, attn_fn) -> jax.Array:
     """One pre-norm block on (B, L, W) with the parameters `p` of one layer."""
     qkv = attention_inputs(p, x)
     return block_output(p, x, attn_fn(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]))
+
+
+def unused_slot_parameters(model: ml_collections.ConfigDict) -> int:
+    """How many stored parameters the zero head slots of `config.model` hold (0 without
+    `head_slots`): what a count of the stored arrays has beyond the model's own."""
+    extra = max(0, (model.get("head_slots", 0) or model.heads) - model.heads)
+    return model.depth * extra * model.head_dim * (4 * model.width + 3)
 
 
 def layer_groups(kinds: tuple[str, ...]) -> tuple[tuple[str, ...], int, tuple[str, ...]]:
@@ -193,7 +218,7 @@ class DalleTransformer(nnx.Module):
                  attention: str = "dense", pattern: str = "sparse", conv_kernel: int = 11,
                  block_size: int = 64, dtype: str = "float32", remat: str = "none",
                  splash_interpret: bool = False, splash_blocks: tuple[int, int] = (0, 0),
-                 rngs: nnx.Rngs):
+                 head_slots: int = 0, rngs: nnx.Rngs):
         if attention not in IMPLEMENTATIONS:
             raise ValueError(f"model.attention={attention!r}; choose one of {IMPLEMENTATIONS}")
         if dtype not in DTYPES:
@@ -202,6 +227,9 @@ class DalleTransformer(nnx.Module):
             raise ValueError(f"model.remat={remat!r}; choose one of {sorted(REMAT)}")
         if text_len < 1 or grid < 1:
             raise ValueError(f"need text_len ≥ 1 and grid ≥ 1, got {text_len} and {grid}")
+        if head_slots and head_slots < heads:
+            raise ValueError(f"model.head_slots={head_slots} is fewer than model.heads={heads}; "
+                             "use 0 (as many as heads) or at least that many")
         self.text_vocab, self.text_len, self.image_vocab, self.grid = text_vocab, text_len, image_vocab, grid
         self.attention, self.conv_kernel, self.block_size = attention, conv_kernel, block_size
         self.splash_interpret = splash_interpret
@@ -213,8 +241,9 @@ class DalleTransformer(nnx.Module):
         self.image_embed = normal_param(rngs, (image_vocab, width), ("vocab", "embed"))
         self.row_embed = normal_param(rngs, (grid, width), (None, "embed"))
         self.col_embed = normal_param(rngs, (grid, width), (None, "embed"))
+        self.heads = heads
         self.layers = Layers(depth=depth, width=width, heads=heads, head_dim=head_dim,
-                             mlp_ratio=mlp_ratio, rngs=rngs)
+                             mlp_ratio=mlp_ratio, rngs=rngs, slots=head_slots)
         self.final_scale = ones_param((width,), ("norm",))
         self.final_bias = zeros_param((width,), ("norm",))
         self.text_head = normal_param(rngs, (width, text_vocab), ("embed", "vocab"))
@@ -230,7 +259,7 @@ class DalleTransformer(nnx.Module):
                    conv_kernel=model.conv_kernel, block_size=model.block_size, dtype=model.dtype,
                    remat=model.remat, splash_interpret=model.get("splash_interpret", False),
                    splash_blocks=(model.get("splash_block_q", 0), model.get("splash_block_kv", 0)),
-                   rngs=nnx.Rngs(seed))
+                   head_slots=model.get("head_slots", 0), rngs=nnx.Rngs(seed))
 
     @property
     def length(self) -> int:
@@ -260,9 +289,17 @@ class DalleTransformer(nnx.Module):
         mask = attention_masks.stream_mask(kind, self.text_len, self.grid, self.conv_kernel)
         order = (attention_masks.column_major_order(self.text_len, self.grid)
                  if kind == "column" and self.attention != "dense" else None)
-        return functools.partial(attend, mask=mask, impl=self.attention,
+        attn = functools.partial(attend, mask=mask, impl=self.attention,
                                  block_size=self.block_size, order=order,
                                  interpret=self.splash_interpret, splash_blocks=self.splash_blocks)
+        slots = self.layers.qkv.shape[3]
+        if slots == self.heads:
+            return attn
+        keep = (np.arange(slots) < self.heads)[:, None]  # (H, 1): the heads past `heads` are off
+
+        def masked(q, k, v):
+            return attn(q, k, v) * keep.astype(q.dtype)
+        return masked
 
     def _layer(self, attn_fn):
         """layer(params of one layer, x) → x, rematerialised as `self.remat` says (only ever

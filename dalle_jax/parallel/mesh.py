@@ -12,10 +12,11 @@ from typing import Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 # Mesh axes a batch is split over, outermost first.
-BATCH_AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp", "fsdp_transpose")
 
 
 class MeshShapeError(ValueError):
@@ -48,17 +49,36 @@ def resolve_mesh_shape(axes: Mapping[str, int], num_devices: int) -> dict[str, i
     return sizes
 
 
+def parse_axes(text: str) -> dict[str, int]:
+    """'data:64,fsdp:8,tensor:4' → {'data': 64, 'fsdp': 8, 'tensor': 4} (one size may be -1)."""
+    sizes = {}
+    for part in filter(None, text.split(",")):
+        name, _, size = part.partition(":")
+        if not (size.isdigit() and int(size) >= 1) and size != "-1":
+            raise ValueError(f"--mesh entry {part!r}: write AXIS:SIZE with a positive size "
+                             "(or -1 for the devices left)")
+        sizes[name.strip()] = int(size)
+    if not sizes:
+        raise ValueError(f"--mesh={text!r} names no axis; e.g. data:64,fsdp:8,tensor:4")
+    return sizes
+
+
 def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A `Mesh` over `devices` (default: all) with the named axes, of Auto axis type."""
+    """A `Mesh` over `devices` (default: all) with the named axes, of Auto axis type.
+
+    On TPU slices the devices are laid out along the physical torus (`jax.make_mesh`); an axis
+    that is no product of whole physical axes (data 8 on a 4×4×4 slice) splits a physical axis
+    instead (`allow_split_physical_axes`), which JAX does not do by itself."""
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_mesh_shape(axes, len(devices))
     names = tuple(sizes)
-    return jax.make_mesh(
-        tuple(sizes.values()),
-        names,
-        axis_types=(AxisType.Auto,) * len(names),
-        devices=devices,
-    )
+    types = (AxisType.Auto,) * len(names)
+    try:
+        return jax.make_mesh(tuple(sizes.values()), names, axis_types=types, devices=devices)
+    except NotImplementedError:  # no assignment to whole physical axes
+        grid = mesh_utils.create_device_mesh(tuple(sizes.values()), devices,
+                                             allow_split_physical_axes=True)
+        return Mesh(grid, names, axis_types=types)
 
 
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:

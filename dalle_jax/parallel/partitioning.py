@@ -6,7 +6,8 @@ activations (`batch`, `heads`, `mlp`, …, through `constrain`); a config's
 every convolution's output channels over `fsdp`. A mesh axis is used only once per array. A rule
 that cannot apply (its mesh axis does not divide the dimension, or another dimension of the array
 already took that axis) leaves the dimension unsplit, and is said: `unsplit` lists each such
-parameter with its shape, logical axis and mesh axis, `log_unsplit` logs them when a state is
+parameter with its shape, logical axis and mesh axis (when that mesh axis splits no other
+dimension of the parameter), `log_unsplit` logs them when a state is
 built, and `bench plan` / `bench compile` report them with the parameters left whole.
 """
 
@@ -24,7 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 # Mesh axes a rule may name; a mesh may leave some out (they then count as size 1).
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "fsdp_transpose", "tensor")
 
 
 class Unsplit(NamedTuple):
@@ -48,9 +49,12 @@ def resolve_spec(logical: PartitionSpec | tuple, shape: tuple[int, ...],
                  rules: Mapping[str, Any], mesh: Mesh, dropped: list | None = None) -> PartitionSpec:
     """The mesh PartitionSpec of an array of `shape` whose axes have `logical` names.
 
-    Each rule that cannot apply is appended to `dropped` (when given) as
-    (logical name, dimension index, dimension, mesh axis, reason)."""
+    Each rule that cannot apply, to a mesh axis that then splits no dimension of the array, is
+    appended to `dropped` (when given) as (logical name, dimension index, dimension, mesh axis,
+    reason). A rule may list several mesh axes: each is taken where it divides what the earlier
+    ones left, so a later one serves as a fallback for small arrays (biases)."""
     used: set[str] = set()
+    missed: list = []
     out = []
     logical = tuple(logical) + (None,) * (len(shape) - len(tuple(logical)))
     for name, dim in zip(logical, shape):
@@ -64,16 +68,19 @@ def resolve_spec(logical: PartitionSpec | tuple, shape: tuple[int, ...],
             if axis not in mesh.shape:
                 raise ValueError(f"partitioning rule {name!r} → {axis!r}: the mesh has no axis "
                                  f"{axis!r} (axes {tuple(mesh.shape)})")
-            if axis in used or dim % (size * mesh.shape[axis]):
-                if dropped is not None and mesh.shape[axis] > 1:
-                    reason = ("already splits another dimension" if axis in used else
-                              f"does not divide {dim}" + (f" (after {size})" if size > 1 else ""))
-                    dropped.append((name, len(out), dim, axis, reason))
+            if axis in used:
+                continue  # it splits an earlier dimension of this array already
+            if dim % (size * mesh.shape[axis]):
+                if mesh.shape[axis] > 1:
+                    missed.append((name, len(out), dim, axis, f"does not divide {dim}" + (
+                        f" (after {size})" if size > 1 else "")))
                 continue
             kept.append(axis)
             size *= mesh.shape[axis]
         used.update(kept)
         out.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+    if dropped is not None:  # a mesh axis that another dimension took is not missed
+        dropped.extend(m for m in missed if m[3] not in used)
     return PartitionSpec(*out)
 
 
