@@ -94,10 +94,12 @@ def _base() -> ml_collections.ConfigDict:
         # `tensor`), so that fsdp × fsdp_transpose devices share each weight even where the
         # width alone does not divide (3968 = 2⁷·31: fsdp up to 128, × 2); tensor parallel over
         # heads, MLP and vocabulary. Activations: the batch over data, fsdp and fsdp_transpose.
-        # A rule's later mesh axes apply where the earlier ones leave them free (biases).
+        # A rule's later mesh axes apply where the earlier ones leave them free: the biases,
+        # which have no width dimension for `fsdp`, take it after `tensor`.
         rules=dict(embed="fsdp", heads="tensor", head_dim="fsdp_transpose",
                    heads_flat=("tensor", "fsdp_transpose", "fsdp"),
-                   mlp=("tensor", "fsdp_transpose", "fsdp"), vocab=("tensor", "fsdp_transpose"),
+                   mlp=("tensor", "fsdp_transpose"), mlp_bias=("tensor", "fsdp_transpose", "fsdp"),
+                   vocab=("tensor", "fsdp_transpose"),
                    layers=None, norm=None, batch=("data", "fsdp", "fsdp_transpose")),
     ))
     # Mesh axis sizes (one may be -1: what the others leave). TPU slices: see

@@ -67,3 +67,28 @@ def test_a_rule_that_cannot_divide_is_named_and_the_parameter_listed():
     assert any(u.startswith("layers/qkv (64, 3968, 3, 64, 64): rule 'embed' → 'fsdp' (256) "
                             "does not divide 3968") for u in out["unsplit_rules"])
     assert {"layers/qkv", "layers/out", "image_head"} <= {r["path"] for r in out["replicated"]}
+
+
+def test_paper_weights_split_width_over_fsdp_and_heads_or_mlp_over_tensor():
+    """The specs of the paper's layer weights on fsdp 4 × tensor 4 (golden): each matmul weight
+    has `fsdp` on its width and `tensor` on its heads or MLP dimension, so that gathering it over
+    `fsdp` leaves each tensor shard its own heads or MLP columns; biases take `fsdp` after
+    `tensor`."""
+    from dalle_jax.parallel.partitioning import resolve_spec
+    from dalle_jax.models.transformer import LAYER_AXES
+
+    config = load("dalle", "paper")
+    m, rules = config.model, dict(config.partitioning.rules)
+    mesh = plan._MeshShape({"data": 1, "fsdp": 4, "tensor": 4})
+    w, s, d, mlp = m.width, m.head_slots, m.head_dim, m.mlp_ratio * m.width
+    shapes = {"qkv": (64, w, 3, s, d), "out": (64, s, d, w), "mlp_in": (64, w, mlp),
+              "mlp_out": (64, mlp, w), "qkv_bias": (64, 3, s * d), "mlp_in_bias": (64, mlp)}
+    specs = {k: tuple(resolve_spec(LAYER_AXES[k], v, rules, mesh)) for k, v in shapes.items()}
+    assert specs == {
+        "qkv": (None, "fsdp", None, "tensor", None),
+        "out": (None, "tensor", None, "fsdp"),
+        "mlp_in": (None, "fsdp", "tensor"),
+        "mlp_out": (None, "tensor", "fsdp"),
+        "qkv_bias": (None, None, ("tensor", "fsdp")),
+        "mlp_in_bias": (None, ("tensor", "fsdp")),
+    }

@@ -125,3 +125,13 @@ def test_bench_compile_prints_one_json_line_and_names_bad_input():
     assert "Traceback" not in bad.stderr
     wrong = run("--topology=v5e:2x2", "--mesh=data:8")
     assert wrong.returncode != 0 and "needs 8 devices" in wrong.stderr
+
+
+def test_paper_widths_keep_tensor_parallel_weights_split_in_the_layer_loop():
+    """At the paper's widths (3968, 62 heads in 64 slots, MLP 15872), two layers: the layer loop
+    gathers weights over `fsdp` only, never over `tensor`."""
+    config = load("dalle", "paper", **{"model.depth": 2, "data.global_batch_size": 4})
+    out = compile_bench.run(config, topology="v5p:2x2x1", mesh_axes={"fsdp": 2, "tensor": 2})
+    assert out["replicated"] == [] and out["unsplit_rules"] == []
+    assert _tensor_gathers_in_loop(out) == 0
+    assert out["collectives_by_axis"]["all-gather"].get("fsdp in loop", 0) > 0

@@ -303,7 +303,7 @@ def _sampler_programs(config, spec, state, mesh):
     graphdef = spec.graphdef
     text = _batch({"text": ((b, m.text_len), jnp.int32)}, mesh)["text"]
     length = m.text_len + m.grid ** 2
-    cache_shape = (m.depth, b, length, m.heads, m.head_dim)
+    cache_shape = (m.depth, b, length, m.get("head_slots", 0) or m.heads, m.head_dim)
     cache_sharding = jax.sharding.NamedSharding(mesh, resolve_spec(
         ("layers", "batch", None, "heads", None), cache_shape, rules, mesh))
     cache = kv_cache.Cache(*(jax.ShapeDtypeStruct(cache_shape, dtype, sharding=cache_sharding),) * 2)

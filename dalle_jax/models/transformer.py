@@ -118,7 +118,7 @@ LAYER_AXES = {
     "qkv_bias": ("layers", None, "heads_flat"),
     "out": ("layers", "heads", "head_dim", "embed"), "out_bias": ("layers", "norm"),
     "ln2_scale": ("layers", "norm"), "ln2_bias": ("layers", "norm"),
-    "mlp_in": ("layers", "embed", "mlp"), "mlp_in_bias": ("layers", "mlp"),
+    "mlp_in": ("layers", "embed", "mlp"), "mlp_in_bias": ("layers", "mlp_bias"),
     "mlp_out": ("layers", "mlp", "embed"), "mlp_out_bias": ("layers", "norm"),
 }
 

@@ -41,7 +41,7 @@ for row in "${rows[@]}"; do
   if [ "$row" = cpu-forms ]; then
     # `small` on v5e with the CPU-only forms forced on (what a TPU step compiled before they were
     # kept to CPU devices): the same row as v5e-4-small otherwise.
-    "$PYTHON" "$HERE/cpu_forms.py" >> "$OUT"
+    PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" "$HERE/cpu_forms.py" >> "$OUT"
     continue
   fi
   [ -n "${ROWS[$row]:-}" ] || { echo "unknown row $row; rows: ${ORDER[*]} cpu-forms" >&2; exit 2; }
