@@ -14,6 +14,8 @@ import sys
 import pytest
 
 from dalle_jax.benchmarks import compile as compile_bench
+from dalle_jax.benchmarks import hlo_text
+from dalle_jax.benchmarks.tpu_topology import topology_devices
 from tests.helpers.configs import ROOT, load
 
 MESHES = {"data4": {"data": 4}, "data2-tensor2": {"data": 2, "tensor": 2},
@@ -54,8 +56,8 @@ def test_cpu_forms_are_left_out_of_a_tpu_step():
                                       "model.attention": "blocksparse"})
     from dalle_jax.parallel.mesh import make_mesh
 
-    mesh = make_mesh({"data": 4}, devices=compile_bench.topology_devices("v5e:2x2"))
-    _, programs = compile_bench._family_steps(config, mesh, "train")
+    mesh = make_mesh({"data": 4}, devices=topology_devices("v5e:2x2"))
+    _, programs = compile_bench.step_programs(config, mesh, "train")
     _, step, args = programs[0]
     tpu_text = step.lower(*args).as_text()
     assert "optimization_barrier" not in tpu_text
@@ -101,7 +103,7 @@ def test_collective_groups_are_read_in_every_form():
         "device_ids=([2,2]T(1,0)) {'y'}, to_apply=%add",
         "  %f = f32[4] all-reduce(f32[4] %e), replica_groups={}, to_apply=%add",
         "}"])
-    assert compile_bench.collectives_by_axis(text, mesh) == {
+    assert hlo_text.collectives_by_axis(text, mesh) == {
         "all-gather": {"fsdp": 1},
         "all-reduce": {"tensor": 2, "fsdp": 2, "fsdp+tensor": 1}}
 
