@@ -137,3 +137,13 @@ def test_paper_widths_keep_tensor_parallel_weights_split_in_the_layer_loop():
     assert out["replicated"] == [] and out["unsplit_rules"] == []
     assert _tensor_gathers_in_loop(out) == 0
     assert out["collectives_by_axis"]["all-gather"].get("fsdp in loop", 0) > 0
+
+
+def test_a_missing_libtpu_names_the_install(monkeypatch):
+    from dalle_jax.benchmarks import tpu_topology
+
+    monkeypatch.setattr(tpu_topology.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match="pip install -r requirements-tpu.txt"):
+        tpu_topology.topology_devices("v5e:2x2")
+    with pytest.raises(ValueError, match="write GENERATION:SHAPE"):
+        tpu_topology.topology_devices("tpu-v5")
