@@ -114,12 +114,11 @@ def _sampler_programs(config, spec, state, mesh):
     texts, and one decode step (one image code for every row, against the full cache)."""
     from dalle_jax.generation import kv_cache
     from dalle_jax.models.transformer import DTYPES
+    from dalle_jax.training import train_state
 
     m, rules = config.model, dict(config.partitioning.rules)
     dtype = DTYPES[m.dtype]
-    params = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, dtype if jnp.issubdtype(x.dtype, jnp.floating)
-                                       else x.dtype, sharding=x.sharding), state["ema"])
+    params = train_state.in_dtype(state["ema"], dtype)
     b = config.data.global_batch_size
     graphdef = spec.graphdef
     text = _batch({"text": ((b, m.text_len), jnp.int32)}, mesh)["text"]

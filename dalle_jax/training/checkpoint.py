@@ -105,10 +105,10 @@ def load_trained(workdir: str, family: str, build, *, mesh_axes: dict | None = N
     `build(config, mesh, abstract=True) → (spec, abstract state)` is the family's builder; errors
     name a workdir of another family or one without a checkpoint.
     """
-    import jax
     import jax.numpy as jnp
 
     from dalle_jax.parallel.mesh import make_mesh
+    from dalle_jax.training import train_state
 
     config = load_config(workdir)
     if config.model.family != family:
@@ -121,9 +121,7 @@ def load_trained(workdir: str, family: str, build, *, mesh_axes: dict | None = N
         spec, abstract = build(config, make_mesh(mesh_axes or {"data": -1}), abstract=True)
         dtype = jnp.dtype(config.model.get("dtype", "float32"))
         if in_compute_dtype and dtype != jnp.float32:
-            abstract = {**abstract, "ema": jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-                x.shape, dtype if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype,
-                sharding=x.sharding), abstract["ema"])}
+            abstract = {**abstract, "ema": train_state.in_dtype(abstract["ema"], dtype)}
         state = ckpt.restore_inference(abstract, step)
     finally:
         ckpt.close()

@@ -136,6 +136,14 @@ def _advance_schedules(opt_state):
                         is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState))
 
 
+def in_dtype(abstract: dict, dtype) -> dict:
+    """ShapeDtypeStructs `abstract` with their floating-point leaves in `dtype` (same shapes and
+    shardings): a restore or compile target for parameters read in the compute dtype."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape, dtype if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype,
+        sharding=x.sharding), abstract)
+
+
 def abstract_state(spec: StateSpec, state_like: dict) -> dict:
     """ShapeDtypeStructs with shardings, the restore target for a checkpoint of this state."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
