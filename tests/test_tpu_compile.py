@@ -102,10 +102,18 @@ def test_collective_groups_are_read_in_every_form():
         "  %e = f32[4] all-reduce(f32[4] %d), replica_groups=mesh['x'=2,'y'=2], "
         "device_ids=([2,2]T(1,0)) {'y'}, to_apply=%add",
         "  %f = f32[4] all-reduce(f32[4] %e), replica_groups={}, to_apply=%add",
+        "}",
+        # TPU's reduce-scatter: an all-reduce and each device's slice, fused as one collective
+        "%all-reduce-scatter.3 (input.3: f32[4]) -> f32[2] {",
+        "  %g = f32[4] all-reduce(f32[4] %input.3), replica_groups={{0,1},{2,3}}, to_apply=%add",
+        "  ROOT %h = f32[2] dynamic-slice(f32[4] %g, u32[] %i), dynamic_slice_sizes={2}",
         "}"])
     assert hlo_text.collectives_by_axis(text, mesh) == {
         "all-gather": {"fsdp": 1},
-        "all-reduce": {"tensor": 2, "fsdp": 2, "fsdp+tensor": 1}}
+        "all-reduce": {"tensor": 2, "fsdp": 2, "fsdp+tensor": 1},
+        "reduce-scatter": {"tensor": 1}}
+    assert hlo_text.collectives(text) == {"all-gather": 1, "all-reduce": 5, "reduce-scatter": 1,
+                                          "all-to-all": 0, "collective-permute": 0}
 
 
 def test_bench_compile_prints_one_json_line_and_names_bad_input():
@@ -147,3 +155,35 @@ def test_a_missing_libtpu_names_the_install(monkeypatch):
         tpu_topology.topology_devices("v5e:2x2")
     with pytest.raises(ValueError, match="write GENERATION:SHAPE"):
         tpu_topology.topology_devices("tpu-v5")
+
+
+def test_embedding_tables_are_gathered_not_the_looked_up_rows():
+    """A table split over its width (embed → fsdp) is gathered whole before the lookup, so each
+    device looks up its own batch rows. Left to itself, XLA's TPU compiler looks the ids of the
+    global batch up in each width shard and all-gathers the rows (at `paper` on 512 chips,
+    7.75 GiB per device)."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    from dalle_jax.models.transformer import rows_of
+    from dalle_jax.parallel.partitioning import activation_sharding, constrain
+
+    mesh = Mesh(np.array(topology_devices("v5e:2x2")), ("fsdp",))
+    rules = {"batch": "fsdp", "embed": "fsdp"}
+    table = jax.ShapeDtypeStruct((512, 128), jnp.float32,
+                                 sharding=NamedSharding(mesh, P(None, "fsdp")))
+    ids = jax.ShapeDtypeStruct((16, 64), jnp.int32, sharding=NamedSharding(mesh, P("fsdp")))
+
+    def gathered(lookup):
+        def embed(t, i):
+            with activation_sharding(mesh, rules):
+                return constrain(lookup(t, i), ("batch", None, None))
+        text = jax.jit(embed).lower(table, ids).compile().as_text()
+        return re.findall(r"= \w+\[([\d,]+)\]\S* all-gather", text)
+
+    assert gathered(rows_of) == ["512,128"]  # the table, and nothing else
+    assert gathered(lambda t, i: t[i]) != ["512,128"]  # what the plain lookup does

@@ -184,3 +184,4 @@ def test_unused_head_slots_stay_zero_and_change_nothing():
     assert np.any(grads.layers.qkv[...][:, :, :, :3])
     with pytest.raises(ValueError, match="head_slots=2 is fewer than model.heads=3"):
         _model(heads=3, head_slots=2)
+

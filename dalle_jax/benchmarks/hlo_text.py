@@ -12,11 +12,33 @@ import numpy as np
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 _COLLECTIVE_RE = re.compile(r" (" + "|".join(COLLECTIVES) + r")(?:-start)?\(")  # opcodes
+_COMPUTATION_RE = re.compile(r"^(?:ENTRY )?%([\w.\-]+) ")
+
+# XLA's TPU backend writes a reduce-scatter as a fusion whose computation is named
+# `all-reduce-scatter…`: an all-reduce followed by each device's dynamic slice, run as one
+# reduce-scatter. The all-reduce inside such a computation is counted as a reduce-scatter.
+_REDUCE_SCATTER_FUSION = "all-reduce-scatter"
+
+
+def _collective_lines(hlo_text: str):
+    """(computation, kind, line) of each collective instruction of the module, in order, with
+    the all-reduce of a TPU reduce-scatter fusion given as 'reduce-scatter'."""
+    current = None
+    for line in hlo_text.splitlines():
+        head = _COMPUTATION_RE.match(line)
+        if head and line.rstrip().endswith("{"):
+            current = head.group(1)
+            continue
+        for kind in _COLLECTIVE_RE.findall(line):
+            if kind == "all-reduce" and (current or "").startswith(_REDUCE_SCATTER_FUSION):
+                kind = "reduce-scatter"
+            yield current, kind, line
+
 
 def collectives(hlo_text: str) -> dict[str, int]:
     """How many instructions of each collective kind the compiled module holds."""
     counts = dict.fromkeys(COLLECTIVES, 0)
-    for kind in _COLLECTIVE_RE.findall(hlo_text):
+    for _, kind, _ in _collective_lines(hlo_text):
         counts[kind] += 1
     return counts
 
@@ -25,7 +47,6 @@ _INSTRUCTION_RE = re.compile(
     r" (" + "|".join(COLLECTIVES) + r")(?:-start)?\(.*?replica_groups=(\{\{[^=]*?\}\}|\{\}|"
     r"\[[0-9,]+\]<=\[[0-9,]+\](?:T\([0-9,]+\))?|"
     r"mesh\[[^\]]*\](?:, device_ids=\((?:[^()]|\([^)]*\))*\))? \{[^}]*\})")
-_COMPUTATION_RE = re.compile(r"^(?:ENTRY )?%([\w.\-]+) ")
 _CALLED_RE = re.compile(r"(?:body|condition|calls|to_apply|branch_computations)=\{?([%\w.\-, ]+)\}?")
 
 
@@ -110,16 +131,11 @@ def collectives_by_axis(hlo_text: str, mesh) -> dict[str, dict[str, int]]:
     everyone = frozenset([frozenset(range(math.prod(sizes)))])
     in_loop = _loop_computations(hlo_text)
     out: dict[str, dict[str, int]] = {}
-    current = None
-    for line in hlo_text.splitlines():
-        head = _COMPUTATION_RE.match(line)
-        if head and line.rstrip().endswith("{"):
-            current = head.group(1)
-            continue
+    for current, kind, line in _collective_lines(hlo_text):
         match = _INSTRUCTION_RE.search(line)
         if not match:
             continue
-        kind, groups = match.groups()
+        groups = match.group(2)
         axes = by_groups.get(_device_groups(groups) or everyone, "other")
         if current in in_loop:
             axes += " in loop"

@@ -89,6 +89,14 @@ def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None, out_dtype
     return switch.project(x, w, bias, out_dtype, contract=contract)
 
 
+def rows_of(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """table[ids]: the rows of an embedding table (V, W) for a batch of ids, with the table
+    gathered whole first. Left to itself, XLA looks up a table split over its width (W over
+    `fsdp`) for the global batch on every device and all-gathers the result: at `paper` on 512
+    chips, 7.75 GiB per device; the table itself is a few hundred MiB."""
+    return constrain(table, (None, None))[ids]
+
+
 def compute_params(p: dict, dtype) -> dict:
     """One layer's (or the stacked) parameters as the blocks take them: `PROJECTIONS` as they are
     (float32, for `project`), the rest cast to the computation dtype."""
@@ -270,14 +278,14 @@ class DalleTransformer(nnx.Module):
         """(B, T) text ids → (B, T, W): token (a pad token per slot) plus slot embeddings."""
         slots = jnp.arange(self.text_len)
         text = jnp.where(text == PAD_ID, self.text_vocab + slots, text)
-        return self.text_embed[...][text] + self.text_pos[...]
+        return rows_of(self.text_embed[...], text) + self.text_pos[...]
 
     def embed_image(self, codes: jax.Array, start: jax.Array | int = 0) -> jax.Array:
         """(B, n) codes at raster positions start … start + n − 1 → (B, n, W): token plus row and
         column embeddings."""
         pos = start + jnp.arange(codes.shape[1])
         g = self.grid
-        return (self.image_embed[...][codes] + self.row_embed[...][pos // g]
+        return (rows_of(self.image_embed[...], codes) + self.row_embed[...][pos // g]
                 + self.col_embed[...][pos % g])
 
     def embed(self, text: jax.Array, image: jax.Array) -> jax.Array:
