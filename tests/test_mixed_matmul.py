@@ -83,3 +83,27 @@ def test_bad_shapes_are_named():
         mixed_matmul.matmul(x, w.T)
     with pytest.raises(ValueError, match=r"bias must be \(24,\)"):
         mixed_matmul.matmul(x, w, b[:3])
+
+
+@pytest.mark.parametrize("contract,k_shape,n_shape", [(1, (32,), (3, 4, 8)), (2, (4, 8), (32,))])
+def test_the_tpu_and_gpu_form_of_project_equals_the_cpu_form(monkeypatch, contract, k_shape,
+                                                              n_shape):
+    """Off CPU devices `project` multiplies with the head axes merged (qkv: (W, 3, H·D); out:
+    (H·D, W)); its values and gradients are those of the CPU form."""
+    from dalle_jax.xla_cpu import switch
+
+    keys = jax.random.split(jax.random.key(1), 4)
+    x = jax.random.normal(keys[0], (40, *k_shape))
+    w = 0.1 * jax.random.normal(keys[1], (*k_shape, *n_shape))
+    b = jax.random.normal(keys[2], n_shape)
+    t = jax.random.normal(keys[3], (40, *n_shape))
+
+    def loss(x, w, b):
+        return jnp.sum(switch.project(x, w, b, contract=contract) * t)
+
+    cpu = jax.value_and_grad(loss, argnums=(0, 1, 2))(x, w, b)
+    monkeypatch.setattr(switch, "active", lambda: False)
+    other = jax.value_and_grad(loss, argnums=(0, 1, 2))(x, w, b)
+    for a, c in zip(jax.tree.leaves(other), jax.tree.leaves(cpu)):
+        assert a.shape == c.shape
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)

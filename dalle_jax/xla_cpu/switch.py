@@ -8,6 +8,8 @@ default backend decides.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name as _plain_name
@@ -55,8 +57,15 @@ def project(x: jax.Array, w: jax.Array, bias: jax.Array | None = None, out_dtype
             y = x2 @ w2.astype(x.dtype)
             y = (y if b2 is None else y + b2.astype(x.dtype)).astype(out_dtype or x.dtype)
         return y.reshape(x.shape[:1] + n_shape)
-    dims = ((tuple(range(1, contract + 1)), tuple(range(contract))), ((), ()))
-    y = jax.lax.dot_general(x, w.astype(x.dtype), dims, preferred_element_type=jnp.float32)
+    # The head axes travel merged, (H, D) as one axis H·D: with D = 64 alone as the minor axis,
+    # XLA's TPU layouts put the width minor instead, and it then all-reduces the weight's
+    # gradient at full size where a merged axis lets it reduce-scatter it over `fsdp`. H stays
+    # the major part of H·D, so a split of H over `tensor` carries over unchanged.
+    k = math.prod(k_shape)
+    n_view = n_shape if len(n_shape) < 2 else (n_shape[0], math.prod(n_shape[1:]))
+    y = jax.lax.dot_general(x.reshape(x.shape[0], k), w.astype(x.dtype).reshape(k, *n_view),
+                            (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    y = y.reshape(x.shape[:1] + n_shape)
     if bias is not None:
         y = y + bias.astype(jnp.float32)
     return y.astype(out_dtype or x.dtype)
