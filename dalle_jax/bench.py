@@ -1,7 +1,8 @@
 """Benchmarks; each prints one JSON line.
 
   python -m dalle_jax.bench dvae --config=configs/dvae.py:shapes [--seconds=5]
-  python -m dalle_jax.bench plan --config=configs/dalle.py:paper --mesh=data:64,fsdp:8,tensor:4
+  python -m dalle_jax.bench plan --config=configs/dalle.py:paper --mesh=data:8,fsdp:8
+      [--topology=v5p:4x4x4]
   python -m dalle_jax.bench compile --config=configs/dalle.py:paper --topology=v5p:4x4x4
       --mesh=data:8,fsdp:8 [--step=train|eval|sample]
   python -m dalle_jax.bench train --config=configs/dalle.py:small [--attention=dense|blocksparse]
@@ -33,7 +34,7 @@ def _plan(config, args):
 
     if not args["mesh"]:
         raise ValueError("bench plan needs --mesh=AXIS:SIZE,…, e.g. data:64,fsdp:8,tensor:4")
-    return plan.run(config, plan.parse_mesh(args["mesh"]))
+    return plan.run(config, plan.parse_mesh(args["mesh"]), topology=args["topology"] or None)
 
 
 def _compile(config, args):
@@ -85,7 +86,8 @@ def main(argv: list[str]) -> None:
                                              sys_argv=["bench", *rest])
     seconds = flags.DEFINE_float("seconds", 5.0, "time each measurement at least this long")
     mesh = flags.DEFINE_string("mesh", "", "plan, compile: mesh axis sizes, e.g. data:8,fsdp:8")
-    topology = flags.DEFINE_string("topology", "", "compile: TPU slice, e.g. v5p:4x4x4, v5e:2x2")
+    topology = flags.DEFINE_string("topology", "",
+                                   "compile, plan: TPU slice, e.g. v5p:4x4x4, v5e:2x2")
     step = flags.DEFINE_enum("step", "train", ["train", "eval", "sample"],
                              "compile: which step to compile")
     attention = flags.DEFINE_enum("attention", None, ["dense", "blocksparse", "splash"],
@@ -108,7 +110,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["compile"]:  # compiles for TPUs it does not have: keep JAX on the host
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if sys.argv[1:2] in (["compile"], ["plan"]):  # compile for TPUs it does not have (plan with
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")  # --topology) or for none: JAX on the host
     use_huge_pages()  # restarts once with glibc's huge-page tunable, where it helps
     main(sys.argv[1:])

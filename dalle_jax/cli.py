@@ -4,15 +4,24 @@ sampling flags of `sample` and `evaluate`."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
 from absl import flags
 
 
-def fail(message: str, status: int = 2) -> None:
-    """Prints `error: message` (first line only) to stderr and exits with `status`."""
+def fail(message, status: int = 2) -> None:
+    """Prints `error: message` (first line only) to stderr and exits with `status`.
+
+    A damaged checkpoint (`checkpoint.DamagedCheckpoint`) ends the process at once: the reads
+    orbax still has in flight would otherwise print a traceback from its closed event loop as
+    the interpreter shuts down (nothing is left to write at that point)."""
     print(f"error: {str(message).splitlines()[0] if message else message}", file=sys.stderr)
+    if type(message).__name__ == "DamagedCheckpoint":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     sys.exit(status)
 
 

@@ -112,7 +112,7 @@ def main(argv: list[str]) -> None:
         else:
             fail(f"evaluation of model.family={family!r} is not available")
     except (ValueError, FileNotFoundError, KeyError) as e:
-        fail(str(e))
+        fail(e)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def main(argv: list[str]) -> None:
             clip_workdir=f.clip_workdir, dvae_workdir=f.dvae_workdir, complete=f.complete,
             keep_rows=f.keep_rows, batch_size=f.batch_size, mesh=f.mesh)
     except (ValueError, FileNotFoundError) as e:
-        fail(str(e))
+        fail(e)
     print(json.dumps({"grid": record["grid"], "samples": len(record["samples"])}))
 
 

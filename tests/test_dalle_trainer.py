@@ -76,3 +76,27 @@ def test_bad_inputs_are_named(tiny_codes, tmp_path):
                                          str(tmp_path / "c"))
     with pytest.raises(ValueError, match="data encode"):
         dalle_trainer.train_and_evaluate(_config(str(tmp_path / "empty")), str(tmp_path / "d"))
+
+
+def test_a_damaged_newest_step_resumes_from_the_one_before(tiny_codes, straight, tmp_path,
+                                                           caplog):
+    """The newest checkpoint's array files cut short: the rerun names it, resumes from the
+    intact step before it and retrains the same curve (never from scratch)."""
+    import logging
+
+    workdir = tmp_path / "damaged"
+    dalle_trainer.train_and_evaluate(_config(tiny_codes, **{"train.num_steps": 3}), str(workdir))
+    dalle_trainer.train_and_evaluate(_config(tiny_codes), str(workdir))
+    assert {"3", "6"} <= set(os.listdir(workdir / "checkpoints"))
+    for path in (workdir / "checkpoints" / "6" / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            with open(path, "r+b") as f:
+                f.truncate(path.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING):
+        dalle_trainer.train_and_evaluate(_config(tiny_codes, **{"train.num_steps": 7}),
+                                         str(workdir))
+    assert any("checkpoint step 6" in r.getMessage() and "damaged" in r.getMessage()
+               for r in caplog.records)
+    got = read_metrics(workdir, "train")
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6, 7]
+    assert [r["loss"] for r in got[:6]] == [r["loss"] for r in read_metrics(straight, "train")]

@@ -165,3 +165,26 @@ def test_inference_reads_only_the_ema_in_the_compute_dtype_and_sharded(tiny_dall
     np.testing.assert_array_equal(np.asarray(low["ema"]["text_head"], np.float32),
                                   np.asarray(whole["ema"]["text_head"].astype(jnp.bfloat16),
                                              np.float32))
+
+
+def test_sample_refuses_a_damaged_checkpoint_in_one_line(tiny_dalle, tmp_path):
+    """Every array file of the newest step cut short: `sample` names the step and stops."""
+    import shutil
+
+    from dalle_jax.training.checkpoint import Checkpointer
+
+    workdir = tmp_path / "work"
+    shutil.copytree(tiny_dalle, workdir)
+    ckpt = Checkpointer(str(workdir), async_save=False)
+    step = ckpt.latest_step()
+    ckpt.close()
+    state = workdir / "checkpoints" / str(step) / "state"
+    files = [p for p in state.rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files
+    for p in files:
+        with open(p, "r+b") as f:
+            f.truncate(p.stat().st_size // 2)
+    r = _sample_cli(f"--workdir={workdir}", f"--out={tmp_path}/x.png", "--prompt=a red circle")
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert f"checkpoint step {step}" in lines[0] and "damaged" in lines[0], lines[0]

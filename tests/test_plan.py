@@ -17,6 +17,8 @@ def test_paper_preset_has_twelve_billion_parameters():
     assert out["devices"] == 2048 and out["per_device_batch"] == 2
     gib = out["per_device_gib"]
     assert gib["optimizer_and_ema"] == pytest.approx(3 * gib["parameters"])
+    assert gib["state_and_gradients"] == pytest.approx(5 * gib["parameters"])
+    assert gib["total"] is None and out["topology"] is None  # XLA's figure needs a topology
     # Sharding can only shrink a device's share; unsharded it is 4 bytes per parameter.
     assert gib["parameters"] < out["parameters"] * 4 / 2 ** 30 / 8
 
@@ -30,6 +32,20 @@ def test_tiny_counts_match_the_built_model_and_shards_divide():
     assert one["per_device_gib"]["parameters"] == pytest.approx(4 * count / 2 ** 30)
     split = plan.run(config, {"data": 1, "fsdp": 2, "tensor": 2})
     assert split["per_device_gib"]["parameters"] < 0.6 * one["per_device_gib"]["parameters"]
+
+
+def test_with_a_topology_the_total_is_xlas_compiled_peak():
+    """`--topology`: the plan compiles the train step for that slice; its total is XLA's peak,
+    which holds at least the state and gradients the plan counts from the shapes."""
+    config = load("dalle", "small", **{"model.dtype": "bfloat16"})
+    out = plan.run(config, {"fsdp": 4}, topology="v5e:2x2")
+    gib, xla = out["per_device_gib"], out["xla"]
+    assert out["topology"] == "v5e:2x2" and xla["fits"] and xla["hbm_gib"] == 16
+    assert gib["total"] == xla["per_device_gib"]["peak"]
+    # the compiled step's arguments are the state: parameters, both moments and the EMA
+    assert xla["per_device_gib"]["arguments"] == pytest.approx(
+        gib["parameters"] + gib["optimizer_and_ema"], rel=0.02)
+    assert gib["total"] > gib["state_and_gradients"]
 
 
 def test_bad_mesh_text_is_named():
