@@ -14,14 +14,17 @@ from absl import flags
 def fail(message, status: int = 2) -> None:
     """Prints `error: message` (first line only) to stderr and exits with `status`.
 
-    A damaged checkpoint (`checkpoint.DamagedCheckpoint`) ends the process at once: the reads
-    orbax still has in flight would otherwise print a traceback from its closed event loop as
-    the interpreter shuts down (nothing is left to write at that point)."""
-    print(f"error: {str(message).splitlines()[0] if message else message}", file=sys.stderr)
+    A damaged checkpoint (`checkpoint.DamagedCheckpoint`) is written in one system call and ends
+    the process at once: the reads orbax still has in flight may print from its closed event
+    loop's threads, and would otherwise keep doing so as the interpreter shuts down (nothing is
+    left to write at that point)."""
+    line = f"error: {str(message).splitlines()[0] if message else message}"
     if type(message).__name__ == "DamagedCheckpoint":
         sys.stdout.flush()
         sys.stderr.flush()
+        os.write(2, (line + "\n").encode())
         os._exit(status)
+    print(line, file=sys.stderr)
     sys.exit(status)
 
 
