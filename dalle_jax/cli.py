@@ -28,6 +28,18 @@ def fail(message, status: int = 2) -> None:
     sys.exit(status)
 
 
+def join_hosts() -> None:
+    """Joins the other processes of a multi-host run when the environment says there are some
+    (`parallel.distributed.initialize_from_env`); a bad setting ends in `fail`. Call it before
+    anything touches the devices."""
+    from dalle_jax.parallel.distributed import initialize_from_env
+
+    try:
+        initialize_from_env()  # TPU VM pods, or DALLE_JAX_COORDINATOR & co.
+    except ValueError as e:
+        fail(str(e))
+
+
 def parse_flags(prog: str, argv: list[str]) -> None:
     """Parses absl flags (incl. `--config=…:preset --config.a.b=…`); bad ones end in `fail`."""
     try:

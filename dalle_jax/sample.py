@@ -22,7 +22,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from dalle_jax.cli import define_sampling_flags, fail, parse_flags, sampling_settings
+from dalle_jax.cli import define_sampling_flags, fail, join_hosts, parse_flags, sampling_settings
 from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 FLAGS = flags.FLAGS
@@ -90,6 +90,7 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
     from dalle_jax.generation.generator import Generator, encode_prompts
     from dalle_jax.generation.rerank import Reranker, top_k
     from dalle_jax.generation.sampling import Settings
+    from dalle_jax.parallel import hosts
     from dalle_jax.parallel.mesh import parse_axes
     from dalle_jax.training import checkpoint
 
@@ -128,12 +129,13 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
         for i in order:
             shown.append(images[p, i])
             labels.append(prompt + (f" ({scores[i]:.3f})" if ranker else ""))
-    visualize.save_grid(np.stack(shown), labels, out, columns=shown_per_prompt)
     record = {"workdir": workdir, "step": gen.step, "grid": out, "settings": settings._asdict(),
               "seed": seed, "clip_workdir": clip_workdir, "complete": complete,
               "keep_rows": keep_rows if complete else 0, "samples": samples}
-    with open(os.path.splitext(out)[0] + ".json", "w") as f:
-        json.dump(record, f, indent=1)
+    if hosts.is_primary():  # on a pod every host samples alike; the first one writes
+        visualize.save_grid(np.stack(shown), labels, out, columns=shown_per_prompt)
+        with open(os.path.splitext(out)[0] + ".json", "w") as f:
+            json.dump(record, f, indent=1)
     return record
 
 
@@ -141,6 +143,7 @@ def main(argv: list[str]) -> None:
     """Parses flags and runs; errors are one line on stderr."""
     _define_flags()
     parse_flags("python -m dalle_jax.sample", argv)
+    join_hosts()
     from dalle_jax.generation.sampling import Settings
 
     f = FLAGS

@@ -14,7 +14,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from dalle_jax.cli import fail, parse_flags
+from dalle_jax.cli import fail, join_hosts, parse_flags
 from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 
@@ -52,12 +52,7 @@ def main(argv: list[str]) -> None:
     workdir = flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics, images")
     flags.mark_flags_as_required(["config", "workdir"])
     parse_flags("python -m dalle_jax.train", argv)
-    from dalle_jax.parallel.distributed import initialize_from_env
-
-    try:
-        initialize_from_env()  # multi-host: TPU VM pods, or DALLE_JAX_COORDINATOR & co.
-    except ValueError as e:
-        fail(str(e))
+    join_hosts()
     family = config.value.model.family
     if family not in TRAINERS:
         fail(f"model.family={family!r}; choose one of {sorted(TRAINERS)}")

@@ -6,7 +6,9 @@
   python -m dalle_jax.data encode --dvae_workdir=DIR --dataset=shapes --data_dir=DIR [--splits=train,validation]
 
 `prepare` and `encode` end by printing one JSON line; `inspect` prints a JSON summary and writes a PNG grid.
-Bad values get a one-line error and exit status 2.
+Bad values get a one-line error and exit status 2. On a pod slice every host runs the same
+command (`DALLE_JAX_COORDINATOR` & co., or `DALLE_JAX_DISTRIBUTED=auto`): `prepare` is written
+by the first host while the others wait; `encode` runs the encoder on every host's devices.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 import json
 import sys
 
-from dalle_jax.cli import fail, parse_flags
+from dalle_jax.cli import fail, join_hosts, parse_flags
 from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 USAGE = "usage: python -m dalle_jax.data {prepare,inspect,encode} [flags]  (--help on each)"
@@ -39,11 +41,14 @@ def prepare_main(argv: list[str]) -> None:
     p.add_argument("--caption_field", help="image_text_folder manifests: caption column")
     p.add_argument("--image_format", help="image_text_folder: 'png' or 'jpeg' storage")
     args = vars(p.parse_args(argv))
+    join_hosts()
     from dalle_jax.data import registry
+    from dalle_jax.parallel import hosts
 
     dataset, data_dir = args.pop("dataset"), args.pop("data_dir")
-    try:
-        summary = registry.prepare(dataset, data_dir, **args)
+    try:  # on a pod, the first host writes and the others then read what it wrote
+        summary = hosts.primary_first("preparing the data",
+                                      lambda: registry.prepare(dataset, data_dir, **args))
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     print(json.dumps(summary))
@@ -80,6 +85,7 @@ def encode_main(argv: list[str]) -> None:
     p.add_argument("--out_data_dir", help="write the codes here instead of --data_dir")
     p.add_argument("--batch_size", type=int, default=64, help="images per encoder call")
     args = p.parse_args(argv)
+    join_hosts()
     from dalle_jax.data.image_codes import image_codes
 
     try:

@@ -1,7 +1,9 @@
 """orbax checkpoints of a run: the train state (sharded arrays) and the data iterator position.
 
 `workdir/checkpoints/<step>/{state, data, checksums}`; keeps the newest `keep` (async writes,
-atomic renames). Every step carries the checksums of its arrays and of its data state
+atomic renames). The workdir may be a local path or a bucket URL (`gs://…`). In a multi-host run
+every process saves and restores the same steps together; `data` holds each process's data
+iterator position, and each gets its own back. Every step carries the checksums of its arrays and of its data state
 (`checksums.py`), checked when it is read: a damaged step is named in one line; resuming falls
 back to the newest intact step (never to a fresh start), and inference refuses it. The resolved
 config is written beside them as `workdir/config.json`, and the workdir's `tokenizer.json`
@@ -20,6 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
+from etils import epath
+
+from dalle_jax.parallel import hosts
 from dalle_jax.training import checksums
 
 CONFIG_FILE = "config.json"
@@ -52,7 +57,7 @@ class Checkpointer:
     """Saves and restores `(state, data_state)` under `workdir/checkpoints`."""
 
     def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.directory = _absolute(os.path.join(workdir, "checkpoints"))
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -68,6 +73,8 @@ class Checkpointer:
              force: bool = False) -> None:
         """Starts writing step `step` with its checksums (returns before the write ends when
         async; the checksums are computed first, on the devices)."""
+        if data_state is not None:  # every process's position, written by the first one
+            data_state = {"processes": hosts.gather_json(data_state)}
         items = {"state": ocp.args.StandardSave(state),
                  "checksums": ocp.args.JsonSave(_sums_at_save(state, data_state))}
         if data_state is not None:
@@ -77,8 +84,8 @@ class Checkpointer:
     def _read(self, step: int, items: dict) -> dict:
         """The items of step `step`, with its checksums (None for a step saved without);
         a file that cannot be read is a `DamagedCheckpoint` naming the step."""
-        folder = os.path.join(self.directory, str(step))
-        if os.path.isdir(os.path.join(folder, "checksums")):
+        folder = epath.Path(self.directory) / str(step)
+        if (folder / "checksums").is_dir():
             items = {**items, "checksums": ocp.args.JsonRestore()}
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(**items))
@@ -109,7 +116,7 @@ class Checkpointer:
 
     def _restore_step(self, abstract_state: dict, step: int, with_data: bool):
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        have_data = with_data and os.path.isdir(os.path.join(self.directory, str(step), "data"))
+        have_data = with_data and (epath.Path(self.directory) / str(step) / "data").is_dir()
         if have_data:
             items["data"] = ocp.args.JsonRestore()
         restored, sums = self._read(step, items)
@@ -118,7 +125,7 @@ class Checkpointer:
         if have_data and sums and sums.get("data") not in (None, _data_digest(data)):
             raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} is damaged: "
                                     "its data iterator state fails its checksum")
-        return restored["state"], data
+        return restored["state"], data if data is None else _own_data_state(data, step)
 
     def restore(self, abstract_state: dict, step: int | None = None, *,
                 with_data: bool = True) -> tuple[dict, dict | None]:
@@ -149,20 +156,16 @@ class Checkpointer:
     def _set_aside(self, steps: list[int]) -> None:
         """Moves damaged steps out of the way of the resumed run (which saves those step
         numbers again) into `checkpoints_damaged/`, kept for inspection, not deleted."""
-        aside = self.directory + "_damaged"
-        if jax.process_index() == 0:
-            os.makedirs(aside, exist_ok=True)
+        aside = epath.Path(self.directory + "_damaged")
+        if hosts.is_primary():
+            aside.mkdir(parents=True, exist_ok=True)
             for s in steps:
-                target = os.path.join(aside, str(s))
-                n = 1
-                while os.path.exists(target):
-                    target, n = os.path.join(aside, f"{s}.{n}"), n + 1
-                os.rename(os.path.join(self.directory, str(s)), target)
+                target, n = aside / str(s), 1
+                while target.exists():
+                    target, n = aside / f"{s}.{n}", n + 1
+                (epath.Path(self.directory) / str(s)).rename(target)
                 logging.warning("moved damaged checkpoint step %d to %s", s, target)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("dalle_jax: damaged checkpoints set aside")
+        hosts.barrier("damaged checkpoints set aside")
         self.manager.reload()
 
     def restore_inference(self, abstract: dict, step: int) -> dict:
@@ -194,22 +197,40 @@ class Checkpointer:
         self.manager.close()
 
 
+def _absolute(path: str) -> str:
+    """A local path made absolute (orbax wants one); a URL such as gs://bucket/run as it is."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _own_data_state(saved: dict, step: int) -> dict | None:
+    """This process's data iterator state out of a step's `data` item. A step written by a run
+    of another process count has no position for this split of the records: the iterator then
+    starts afresh, said in a warning."""
+    if "processes" not in saved:  # written before positions were kept per process
+        saved = {"processes": [saved]}
+    positions = saved["processes"]
+    if len(positions) != jax.process_count():
+        logging.warning("checkpoint step %d holds the data positions of %d processes, this run "
+                        "has %d: the data iterator starts afresh (seen records may come again)",
+                        step, len(positions), jax.process_count())
+        return None
+    return positions[jax.process_index()]
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Writes the resolved config as JSON into the workdir."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILE)
-    with open(path, "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    return path
+    folder = epath.Path(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    return os.path.join(workdir, CONFIG_FILE)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run in `workdir` was trained with; a clear error if there is none."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / CONFIG_FILE
+    if not path.exists():
         raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: is it a training workdir?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def load_trained(workdir: str, family: str, build, *, mesh_axes: dict | None = None,

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 
 from dalle_jax.data.pipeline import TOKENIZER_FILE
 from dalle_jax.data.shapes import negative_images as image_negatives
@@ -31,6 +30,7 @@ from dalle_jax.data.shapes.negatives import KINDS, negative_captions, parse_kind
 from dalle_jax.data.shapes.vocabulary import DEFAULT_HELDOUT_PAIRS
 from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.models.clip import Clip
+from dalle_jax.parallel import hosts
 from dalle_jax.parallel.mesh import batch_sharding
 from dalle_jax.parallel.partitioning import activation_sharding, replicated
 from dalle_jax.training import loop, train_state
@@ -94,15 +94,6 @@ def _heldout_pairs(config: ml_collections.ConfigDict) -> frozenset:
                                                                DEFAULT_HELDOUT_PAIRS))
 
 
-def _host_rows(array) -> np.ndarray:
-    """This process's rows of a batch array, as numpy."""
-    if not isinstance(array, jax.Array) or array.is_fully_addressable:
-        return np.asarray(array)
-    sharding = array.sharding
-    return np.asarray(multihost_utils.global_array_to_host_local_array(
-        array, sharding.mesh, sharding.spec))
-
-
 def _like(reference, rows: np.ndarray):
     """Host rows placed like the batch array `reference` (numpy stays numpy)."""
     if not isinstance(reference, jax.Array):
@@ -136,7 +127,7 @@ def _inputs(config, batch: dict, negatives: Callable | None = None,
     if negatives is not None:  # this process's rows of the global batch, placed alike
         out["negative_text"] = _like(batch["text"], negatives(captions))
     if pictures is not None:
-        images, has = pictures(_host_rows(batch["image"]), captions)
+        images, has = pictures(hosts.host_rows(batch["image"]), captions)
         out["negative_images"] = _like(batch["image"], images)
         out["has_negative_image"] = _like(batch["image"], has)
     return out

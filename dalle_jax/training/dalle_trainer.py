@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Iterator
 
 import jax
+import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from dalle_jax.models.transformer import DalleTransformer
 from dalle_jax.training import dalle_optimizer, dalle_steps, loop, train_state
@@ -59,7 +59,7 @@ def task(config: ml_collections.ConfigDict) -> loop.Task:
         def run(state, batch):
             inputs = _inputs(config, batch)
             if not checked:  # the first batch: codes must fit the image vocabulary
-                top = int(np.max(jax.device_get(inputs["image"])))
+                top = int(jax.jit(jnp.max)(inputs["image"]))  # every device holds the max
                 if top >= config.model.image_vocab:
                     raise ValueError(f"a code reaches {top} but model.image_vocab="
                                      f"{config.model.image_vocab}")

@@ -5,7 +5,8 @@
     images = tok.decode(codes)            # (B, fg, fg, 3) float in [0, 1]
 
 Both are jitted once per batch shape and run batch-sharded over the mesh (a batch that does not
-divide over the batch shards is padded and trimmed). The parameter EMA is what gets used.
+divide over the batch shards is padded and trimmed). The parameter EMA is what gets used. In a
+multi-host run every process calls them with the same batch and gets all of the result.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dalle_jax.parallel.mesh import batch_sharding, num_batch_shards
+from dalle_jax.parallel.partitioning import replicated
 from dalle_jax.training import checkpoint, dvae_trainer, train_state
 
 
@@ -28,8 +30,10 @@ class ImageCodec:
         self.model = spec.merge(state["ema"], state["extra"])
         self.model_state = {"ema": state["ema"], "extra": state["extra"]}
         self.grid_scale = 2 ** self.model.encoder.downsample  # image side ÷ code grid side
-        self._encode = jax.jit(lambda m, x: m.encode(x.astype(jnp.float32) / 255.0))
-        self._decode = jax.jit(lambda m, c: m.decode(c))
+        whole = replicated(self.mesh)  # every process reads all of the result
+        self._encode = jax.jit(lambda m, x: m.encode(x.astype(jnp.float32) / 255.0),
+                               out_shardings=whole)
+        self._decode = jax.jit(lambda m, c: m.decode(c), out_shardings=whole)
 
     @classmethod
     def load(cls, workdir: str, *, mesh_axes: dict | None = None, step: int | None = None) -> "ImageCodec":

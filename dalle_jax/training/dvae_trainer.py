@@ -18,6 +18,8 @@ import numpy as np
 
 from dalle_jax import visualize
 from dalle_jax.models.image_tokenizer import ImageTokenizer
+from dalle_jax.parallel import hosts
+from dalle_jax.parallel.partitioning import replicated
 from dalle_jax.models.quantizers import CodebookVar
 from dalle_jax.training import checkpoint, dvae_steps, loop, train_state
 from dalle_jax.training.schedules import decoder_phase_start, dvae_schedules
@@ -69,7 +71,7 @@ def task(config: ml_collections.ConfigDict) -> loop.Task:
         return evaluate(spec, state, compiled["eval"], batches, config.train.eval_batches)
 
     def images(spec, state, batch, folder, step):
-        reconstruction_grid(spec, state, np.asarray(jax.device_get(batch["image"])),
+        reconstruction_grid(spec, state, batch["image"],
                             os.path.join(folder, f"recon_{step:07d}.png"), step)
 
     return loop.Task(name="dvae", build=lambda mesh: build(config, mesh), train_step=train_step,
@@ -92,14 +94,23 @@ def evaluate(spec, state, eval_step, batches: Iterator[dict], num_batches: int) 
     return dvae_steps.summarize(jax.device_get(sums))
 
 
-def reconstruction_grid(spec, state, images: np.ndarray, path: str, step: int) -> str:
-    """PNG of originals (top rows) beside their EMA reconstructions (bottom rows)."""
+def reconstruction_grid(spec, state, images, path: str, step: int) -> str:
+    """PNG of the first 8 images of a batch (top row) beside their EMA reconstructions (bottom
+    row). `images` may be a global batch array split over hosts: every process computes, the
+    result is replicated to all, and the first process writes the file."""
     model = spec.merge(state["ema"], state["extra"])
-    x = jnp.asarray(images[:8], jnp.float32) / 255.0
-    recon = np.asarray(jax.jit(lambda m, x: m.decode(m.encode(x)))(model, x))
-    both = np.concatenate([np.asarray(images[:8]), (recon * 255).round().astype(np.uint8)])
-    labels = ["original"] * len(x) + ["reconstruction"] * len(x)
-    return visualize.save_grid(both, labels, path, columns=len(x), title=f"step {step}")
+
+    def first_and_recon(m, images):
+        first = images[:8]
+        return first, m.decode(m.encode(first.astype(jnp.float32) / 255.0))
+
+    first, recon = jax.jit(first_and_recon, out_shardings=replicated(spec.mesh))(model, images)
+    first, recon = np.asarray(first), np.asarray(recon)
+    both = np.concatenate([first, (recon * 255).round().astype(np.uint8)])
+    labels = ["original"] * len(first) + ["reconstruction"] * len(first)
+    if hosts.is_primary():
+        visualize.save_grid(both, labels, path, columns=len(first), title=f"step {step}")
+    return path
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -7,7 +7,12 @@ evaluation or save) every `log_every`, validation (`task.evaluate`) every `eval_
 (`task.images`) every `image_every`, checkpoints every `checkpoint_every` and at the end. A
 non-finite loss stops the run naming the step, or (`on_nonfinite='skip'`) is skipped and counted;
 each step's flag is read one step late, so the host never waits between steps. SIGTERM (a TPU
-preemption) saves a checkpoint and returns. Re-running resumes.
+preemption) to any host saves a checkpoint on every host at the same step and returns.
+Re-running resumes.
+
+Every host of a multi-host run runs this same loop: the first process prepares the data and
+trains the tokenizer while the others wait and then read them (`parallel.hosts`), it alone
+writes the config, metrics and images, and each host's data iterator position is saved as its own.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import time
 from typing import Callable, Iterator
 
@@ -24,6 +28,7 @@ import ml_collections
 from tqdm.auto import tqdm
 
 from dalle_jax.data import pipeline
+from dalle_jax.parallel import hosts
 from dalle_jax.parallel.mesh import make_mesh
 from dalle_jax.training import checkpoint, train_state
 from dalle_jax.training.host_memory import release_freed_memory
@@ -73,7 +78,8 @@ class Task:
 
     build(mesh) → (spec, fresh state); train_step(spec) → step(state, batch) → (state, metrics)
     with `loss` and `finite` among the metrics; evaluate(spec, state, batches) → dict;
-    images(spec, state, batch, folder, step) writes PNGs into `folder` (optional).
+    images(spec, state, batch, folder, step) writes PNGs into `folder` (optional; called on every
+    process, as it computes on the global arrays, and writes on the first one only).
     """
 
     name: str
@@ -117,9 +123,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
     t = config.train
     finiteness = FinitenessCheck(t.on_nonfinite)
     mesh = make_mesh(dict(config.mesh))
-    prepared = pipeline.prepare_data(config.data)
-    tokenizer = pipeline.ensure_tokenizer(config, workdir, prepared)
-    primary = jax.process_index() == 0  # the one process that writes the config, metrics, images
+    prepared = hosts.primary_first("preparing the data",
+                                   lambda: pipeline.prepare_data(config.data))
+    tokenizer = hosts.primary_first("training the tokenizer",
+                                    lambda: pipeline.ensure_tokenizer(config, workdir, prepared))
+    primary = hosts.is_primary()  # the one process that writes the config, metrics, images
     if primary:
         checkpoint.save_config(config, workdir)
     ckpt = checkpoint.Checkpointer(workdir, keep=t.keep_checkpoints, async_save=t.async_checkpoints)
@@ -135,13 +143,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
     writer = MetricWriter(workdir, tensorboard=t.tensorboard, resume_step=start if start else None,
                           active=primary)
     step_fn = task.train_step(spec)
-    stop = {"signal": None}
-    previous = signal.signal(signal.SIGTERM, lambda sig, _: stop.update(signal=sig))
     last_eval: dict = {}
     logging.info("training %s from step %d to %d in %s", task.name, start, t.num_steps, workdir)
     try:
-        with tqdm(total=t.num_steps, initial=start, desc=task.name, unit="step",
-                  disable=None, dynamic_ncols=True) as bar:
+        with hosts.StopVote() as vote, tqdm(total=t.num_steps, initial=start, desc=task.name, unit="step",
+                  disable=None if primary else True, dynamic_ncols=True) as bar:
             for step in range(start + 1, t.num_steps + 1):
                 batch = next(loader)
                 state, metrics = step_fn(state, batch)
@@ -153,9 +159,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
                 last = step == t.num_steps
                 log = step % t.log_every == 0 or last
                 evaluate = step % t.eval_every == 0 or last
-                images = bool(primary and task.images and t.image_every
+                images = bool(task.images and t.image_every
                               and (step % t.image_every == 0 or last))
-                signalled = bool(stop["signal"])
+                signalled = vote.should_stop(step)
                 save = step % t.checkpoint_every == 0 or last or signalled
                 boundary = log or evaluate or images or save
                 if boundary:
@@ -181,7 +187,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
                     logging.warning("SIGTERM: saved step %d, exiting", step)
                     break
     finally:
-        signal.signal(signal.SIGTERM, previous)
         ckpt.close()
         writer.close()
         loader.close()

@@ -5,7 +5,9 @@
 writes `DATA_DIR/image_codes/<source>-<dvae step>-<digest>/1.0.0/` with, per record, `codes`
 (g, g) int32, `caption` (all caption lines of the source record) and `index` (its position in the
 source split), so stage 2 reads codes and never runs the encoder while it trains. Images are
-encoded in batches on the mesh with the parameter EMA, argmax codes (no gumbel noise).
+encoded in batches on the mesh with the parameter EMA, argmax codes (no gumbel noise). In a
+multi-host run every process reads the images and runs the encoder on its devices, and the first
+one writes the dataset.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dalle_jax.data.imaging import resize_center_crop
 from dalle_jax.data.records import lookup_field
 from dalle_jax.data.local_info import LocalDatasetInfo
 from dalle_jax.data.summary import prepared_summary
+from dalle_jax.parallel import hosts
 
 
 @dataclasses.dataclass(eq=False)
@@ -87,7 +90,8 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         source = sources.open_split(cfg.source_dataset, cfg.source_data_dir, split, cfg.source_config or None)
         n = len(source)
-        for start in tqdm(range(0, n, cfg.batch_size), desc=f"encoding {split}", unit="batch"):
+        for start in tqdm(range(0, n, cfg.batch_size), desc=f"encoding {split}", unit="batch",
+                          disable=None if hosts.is_primary() else True):
             records = [source[i] for i in range(start, min(n, start + cfg.batch_size))]
             codes = self.codec.encode(np.stack([self._image(r) for r in records]))
             for offset, (record, c) in enumerate(zip(records, codes)):
@@ -123,7 +127,13 @@ def prepare(dvae_workdir: str, dataset: str, data_dir: str, *, config: str | Non
     name = f"{dataset}-{c.data.resolution}px-step{codec.step}-{digest}"
     builder = ImageCodes(config=CodesConfig(name=name, batch_size=batch_size, **options),
                          data_dir=out_data_dir or data_dir, codec=codec)
-    if not builder.is_prepared():
-        builder.download_and_prepare(file_format="array_record")
+    if not hosts.gather_json(builder.is_prepared())[0]:  # what the first process found
+        if hosts.is_primary():
+            builder.download_and_prepare(file_format="array_record")
+        else:  # the encoder runs on every host's devices; the first process writes the records
+            for split in splits:
+                for _ in builder._generate_examples(split):
+                    pass
+        hosts.barrier(f"image_codes {name} written")
     return prepared_summary("image_codes", name, builder.data_dir,
                             {s: info.num_examples for s, info in builder.info.splits.items()}, {})

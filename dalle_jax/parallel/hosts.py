@@ -1,0 +1,120 @@
+"""What the processes of a multi-host run do together: wait, write once, vote, share small state.
+
+Every host of a pod slice runs the same command. Files every host reads (prepared data, the
+tokenizer, the config) are written by the first process while the others wait for it
+(`primary_first`); an array is read on a host only where that host holds it (`host_rows`, or an
+output replicated to every device); a SIGTERM that reaches any one host stops all of them at the
+same step (`StopVote`); and each host's small state (its data iterator position) travels to every
+host as JSON (`gather_json`), so the first process can save all of them. In a one-process run
+every function here is the plain local case and no collective is issued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from typing import Callable, TypeVar
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+T = TypeVar("T")
+
+
+def is_primary() -> bool:
+    """True on the process that writes the files every host shares (process 0)."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Blocks until every process reaches the barrier `name` (nothing in a one-process run)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"dalle_jax: {name}")
+
+
+def primary_first(name: str, fn: Callable[[], T]) -> T:
+    """`fn()` on the first process, then, once it is done, on every other one: for work that
+    writes shared files when they are missing and reads them otherwise (preparing a dataset,
+    training the tokenizer), so the other hosts read what the first one wrote instead of racing
+    it. If it fails on the first process, the others raise a ValueError naming `name` and the
+    error's first line, instead of waiting for files that never come."""
+    if jax.process_count() == 1:
+        return fn()
+    out, error, failure = None, None, None
+    if is_primary():
+        try:
+            out = fn()
+        except Exception as e:  # told to the other processes, then raised here
+            error, failure = f"{type(e).__name__}: {e}", e
+    first = gather_json(error)[0]  # every process waits here for the first one
+    if failure is not None:
+        raise failure
+    if is_primary():
+        return out
+    if first is not None:
+        raise ValueError(f"process 0 failed {name}: {first.splitlines()[0]}")
+    return fn()
+
+
+def host_rows(array) -> np.ndarray:
+    """This process's rows of a batch array (split over the mesh's batch axes), as numpy; the
+    whole array in a one-process run or when every device holds it."""
+    if not isinstance(array, jax.Array) or array.is_fully_addressable:
+        return np.asarray(array)
+    sharding = array.sharding
+    return np.asarray(multihost_utils.global_array_to_host_local_array(
+        array, sharding.mesh, sharding.spec))
+
+
+def gather_json(value) -> list:
+    """Every process's JSON-serialisable `value`, in process order, on every process."""
+    if jax.process_count() == 1:
+        return [value]
+    data = np.frombuffer(json.dumps(value, sort_keys=True).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.asarray([data.size], np.int32))
+    padded = np.zeros(int(np.max(sizes)), np.uint8)
+    padded[:data.size] = data
+    rows = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[:int(n)]).decode()) for row, n in
+            zip(np.asarray(rows).reshape(len(sizes), -1), np.asarray(sizes).reshape(-1))]
+
+
+class StopVote:
+    """A SIGTERM (a TPU preemption notice) to any process stops every process at the same step.
+
+    One process: a SIGTERM handler sets a flag, read at each step. Several processes: JAX's
+    preemption service (started by `jax.distributed.initialize`) catches the SIGTERM on the host
+    that gets it, tells the others through the coordinator, and agrees on a step every host has
+    yet to reach; `should_stop(step)` is True on every host at that same step. All hosts must call
+    it at every step, from the same first step. Use as a context manager."""
+
+    def __init__(self):
+        self._many = jax.process_count() > 1
+        self._signal = None
+        self._previous = None
+
+    def __enter__(self) -> "StopVote":
+        if not self._many:  # JAX's service holds the SIGTERM handler in a multi-process run
+            self._previous = signal.signal(signal.SIGTERM, self._catch)
+        return self
+
+    def _catch(self, sig, _frame) -> None:
+        self._signal = sig
+
+    def should_stop(self, step: int) -> bool:
+        """True when this step is the one to save and stop at."""
+        if not self._many:
+            return self._signal is not None
+        try:
+            return multihost_utils.reached_preemption_sync_point(step)
+        except RuntimeError as e:  # the preemption service is off (jax_enable_preemption_service)
+            if not getattr(self, "_warned", False):
+                logging.warning("no cross-host preemption vote (%s): a SIGTERM is not caught", e)
+                self._warned = True
+            return False
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
