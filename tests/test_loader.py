@@ -117,15 +117,19 @@ def test_restore_state_continues_exactly(tokenizer, workers, cache):
 
 
 @pytest.mark.parametrize("cache", [False, True])
-def test_process_sharding_splits_records(tokenizer, cache):
-    seen = []
-    for p in range(2):
-        it = _loader(tokenizer, global_batch_size=8, process_index=p, process_count=2, shuffle=False,
-                     num_epochs=1, cache=cache)
-        caps = [c for b in it for c in b["caption"]]
-        assert len(caps) == 20
-        seen.append({int(c.split()[1]) if c.startswith("item") else int(c.split()[-1]) for c in caps})
-    assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == set(range(40))
+def test_hosts_read_their_rows_of_the_one_process_batches(tokenizer, cache):
+    """Two hosts' local batches, stacked, are the one-process batches row for row (same records,
+    same caption choices, same epochs), and each host reads only its own half of every batch."""
+    whole = list(_loader(tokenizer, global_batch_size=8, num_epochs=2, cache=cache))
+    parts = [list(_loader(tokenizer, global_batch_size=8, process_index=p, process_count=2,
+                          num_epochs=2, cache=cache)) for p in range(2)]
+    assert len(whole) == len(parts[0]) == len(parts[1]) == 10
+    for batch, first, second in zip(whole, *parts):
+        assert list(batch["caption"]) == list(first["caption"]) + list(second["caption"])
+        for key in ("image", "text"):
+            np.testing.assert_array_equal(batch[key], np.concatenate([first[key], second[key]]))
+    seen = [{c for b in part[:5] for c in b["caption"]} for part in parts]
+    assert seen[0].isdisjoint(seen[1]) and len(seen[0] | seen[1]) == 40  # epoch 1: each record once
 
 
 class CountingSource:
@@ -189,7 +193,7 @@ def test_bad_batch_sizes_are_named(tokenizer):
     mesh = make_mesh({"data": -1})
     with pytest.raises(ValueError, match="global_batch_size=12"):
         _loader(tokenizer, mesh=mesh, global_batch_size=12)
-    with pytest.raises(ValueError, match="fewer than its batch of 64"):
+    with pytest.raises(ValueError, match="the split has 40 records, fewer than one batch of 64"):
         _loader(tokenizer, global_batch_size=64)
 
 
@@ -230,12 +234,10 @@ def test_two_hosts_on_loopback_build_one_global_batch(tokenizer, tmp_path):
                      key=lambda r: r["process"])
     assert [r["count"] for r in results] == [2, 2] and results[0]["devices"] == 4
     assert results[0]["shape"] == [8, 12] and results[0]["checksum"] == results[1]["checksum"]
-    # The global batch is host 0's local batch then host 1's, each from its own half of the records.
-    local = [next(_loader(tokenizer, seed=5, global_batch_size=8, process_index=i, process_count=2))
-             for i in range(2)]
-    for r, batch in zip(results, local):
-        assert r["local_captions"] == list(batch["caption"])
-    text = np.concatenate([b["text"] for b in local]).astype(np.float32)
+    # The global batch is the one-process batch: host 0 holds its first half, host 1 the second.
+    whole = next(_loader(tokenizer, seed=5, global_batch_size=8))
+    assert results[0]["local_captions"] + results[1]["local_captions"] == list(whole["caption"])
+    text = np.asarray(whole["text"]).astype(np.float32)
     assert results[0]["checksum"] == float(np.sum(text * np.arange(1, 9)[:, None]))
     assert sorted(results[0]["local_rows"] + results[1]["local_rows"]) == [0, 2, 4, 6]
 

@@ -1,8 +1,11 @@
-"""`python -m dalle_jax.train` as a pod runs it: the same command in two processes on loopback
-(two CPU devices each), sharing one fresh data_dir and one workdir. Both prepare the same data and
-tokenizer without racing, train, write images once, and a SIGTERM to one of them stops both at
-the same step with a checkpoint holding each process's data position; the same command resumes
-both from it."""
+"""The commands as a pod runs them: the same command line in two processes on loopback (two CPU
+devices each), sharing one fresh data_dir and one workdir, against one process with four devices.
+
+Both processes prepare the same data and tokenizer without racing, encode their own shares of the
+records, train, write each shared file once, and end with the losses, codes and samples of the
+one-process run; a SIGTERM to one of them stops both at the same step with a checkpoint holding
+each process's data position, and the same command resumes both from it onto the curve of an
+uninterrupted run."""
 
 import json
 import os
@@ -12,13 +15,19 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+from PIL import Image
+
 from tests.test_multihost import _env, _free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 600
 
 
-def _launch(args: list[str], port: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-m", "dalle_jax.train", *args], cwd=ROOT,
+def _launch(module: str, args: list[str]) -> list[subprocess.Popen]:
+    """`python -m module args` as processes 0 and 1 of a two-process run."""
+    port = _free_port()
+    return [subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=_env(2, DALLE_JAX_COORDINATOR=f"127.0.0.1:{port}",
                                       DALLE_JAX_NUM_PROCESSES="2", DALLE_JAX_PROCESS_ID=str(i)))
@@ -26,50 +35,126 @@ def _launch(args: list[str], port: int) -> list[subprocess.Popen]:
 
 
 def _finish(procs) -> list[tuple[str, str]]:
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    """Both processes' (stdout, stderr); both logs are shown if either fails or hangs."""
+    try:
+        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        outs = [p.communicate() for p in procs]
+        raise AssertionError("timed out:\n" + _logs(outs)) from None
+    assert all(p.returncode == 0 for p in procs), _logs(outs, procs)
     return outs
 
 
-def _train_records(workdir) -> list[dict]:
+def _logs(outs, procs=None) -> str:
+    return "\n".join(f"--- process {i} (exit {p.returncode if procs else '?'}) ---\n{err[-2500:]}"
+                     for i, ((_, err), p) in enumerate(zip(outs, procs or [None] * len(outs))))
+
+
+def _one(module: str, args: list[str]) -> str:
+    """`python -m module args` as one process with four devices; its stdout."""
+    run = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=_env(4),
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+def _records(workdir, split="train") -> list[dict]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
     with open(path) as f:
         lines = [line for line in f if line.endswith("\n")]
-    return [r for r in map(json.loads, lines) if r["split"] == "train"]
+    return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
-def test_train_as_two_processes_stops_together_and_resumes(tmp_path):
+def _same_curve(a: list[dict], b: list[dict]) -> None:
+    assert [r["step"] for r in a] == [r["step"] for r in b] and a
+    for x, y in zip(a, b):
+        for key in ("loss", "learning_rate"):
+            if key in x:
+                np.testing.assert_allclose(x[key], y[key], rtol=2e-4, atol=1e-6,
+                                           err_msg=f"step {x['step']} {key}")
+
+
+def _codes(data_dir: str, name: str, split: str) -> list[tuple]:
+    from dalle_jax.data import sources
+
+    source = sources.open_split("image_codes", data_dir, split, name)
+    return [(int(r["index"]), r["caption"], np.asarray(r["codes"]).tolist())
+            for r in (source[i] for i in range(len(source)))]
+
+
+def test_quickstart_as_two_processes_equals_one_process_with_four_devices(tmp_path):
+    data_dir = str(tmp_path / "data")  # empty: the two processes prepare it together
+    two, one = str(tmp_path / "two"), str(tmp_path / "one")
+    config = ["--config=configs/quickstart.py:tiny", f"--config.data_dir={data_dir}"]
+    outs = _finish(_launch("dalle_jax.train", [*config, f"--workdir={two}"]))
+    assert outs[0][0].strip().splitlines()[-1] == outs[1][0].strip().splitlines()[-1]
+    _one("dalle_jax.train", [*config, f"--workdir={one}"])
+
+    for stage in ("dvae", "dalle", "clip"):
+        _same_curve(_records(os.path.join(two, stage)), _records(os.path.join(one, stage)))
+        _same_curve(_records(os.path.join(two, stage), "eval"), _records(os.path.join(one, stage), "eval"))
+        with open(os.path.join(two, stage, "metrics.jsonl")) as f:  # one writer
+            steps = [json.loads(line)["step"] for line in f if '"train"' in line]
+        assert steps == sorted(set(steps))
+    with open(os.path.join(two, "samples.json")) as f, open(os.path.join(one, "samples.json")) as g:
+        got, want = json.load(f)["samples"], json.load(g)["samples"]
+    assert [s["prompt"] for s in got] == [s["prompt"] for s in want] and len(got) == 4
+    np.testing.assert_allclose([s["score"] for s in got], [s["score"] for s in want], atol=1e-4)
+    grids = [np.asarray(Image.open(os.path.join(w, "samples.png")), np.float32) for w in (two, one)]
+    assert np.abs(grids[0] - grids[1]).mean() < 0.5
+
+    # The two-process checkpoints restore in one process: its encode of the data with the
+    # two-process dVAE is the two processes' encode, record for record.
+    summary = json.loads(_one("dalle_jax.data", [
+        "encode", f"--dvae_workdir={os.path.join(two, 'dvae')}", "--dataset=shapes",
+        f"--data_dir={data_dir}", "--splits=train,validation,heldout",
+        f"--out_data_dir={tmp_path / 'codes'}"]).strip().splitlines()[-1])
+    name = summary["config"]
+    assert os.path.isdir(os.path.join(two, "codes", "image_codes", name))
+    for split in ("train", "validation", "heldout"):
+        got = _codes(os.path.join(two, "codes"), name, split)
+        assert got == _codes(str(tmp_path / "codes"), name, split) and got
+        assert [r[0] for r in got] == list(range(len(got)))
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_onto_the_same_curve(tmp_path):
     workdir, data_dir = str(tmp_path / "work"), str(tmp_path / "data")
     args = ["--config=configs/dvae.py:tiny", f"--workdir={workdir}",
             f"--config.data.data_dir={data_dir}", "--config.train.log_every=1",
             "--config.train.checkpoint_every=1000", "--config.train.eval_every=1000",
             "--config.train.image_every=4"]
-    procs = _launch([*args, "--config.train.num_steps=3000"], _free_port())
+    procs = _launch("dalle_jax.train", [*args, "--config.train.num_steps=3000"])
     deadline = time.time() + 480
-    while len(_train_records(workdir)) < 5 and time.time() < deadline:
-        assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
+    while len(_records(workdir)) < 5 and time.time() < deadline:
+        assert all(p.poll() is None for p in procs), _logs([p.communicate() for p in procs], procs)
         time.sleep(0.5)
     procs[1].send_signal(signal.SIGTERM)  # the notice reaches one host only
     outs = _finish(procs)
     saved = [re.findall(r"SIGTERM: saved step (\d+)", err) for _, err in outs]
-    assert saved[0] and saved[0] == saved[1], [err[-2000:] for _, err in outs]
+    assert saved[0] and saved[0] == saved[1], _logs(outs, procs)
     step = int(saved[0][0])
     assert 5 <= step < 3000
     ckpt = os.path.join(workdir, "checkpoints", str(step))
     with open(os.path.join(ckpt, "data", "metadata")) as f:
         positions = json.load(f)["processes"]
-    assert len(positions) == 2  # each host's own position in its share of the records
+    assert len(positions) == 2  # each host's own position in its rows of the batches
     assert os.path.exists(os.path.join(workdir, "tokenizer.json"))
     assert os.path.exists(os.path.join(workdir, "images", "recon_0000004.png"))
-    steps = [r["step"] for r in _train_records(workdir)]
-    assert steps == list(range(1, step + 1))  # one writer: each step logged once
+    assert [r["step"] for r in _records(workdir)] == list(range(1, step + 1))  # one writer
 
-    resumed = _finish(_launch([*args, f"--config.train.num_steps={step + 2}"], _free_port()))
+    resumed = _finish(_launch("dalle_jax.train", [*args, f"--config.train.num_steps={step + 2}"]))
     for _, err in resumed:
         assert f"training dvae from step {step} to {step + 2}" in err, err[-2000:]
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in resumed]
     assert results[0] == results[1] and results[0]["eval"]["images"] > 0
-    assert [r["step"] for r in _train_records(workdir)][-2:] == [step + 1, step + 2]
+
+    # An uninterrupted one-process run of as many steps draws the same curve.
+    uninterrupted = str(tmp_path / "uninterrupted")
+    _one("dalle_jax.train", [*(a for a in args if not a.startswith("--workdir")),
+                             f"--workdir={uninterrupted}", f"--config.train.num_steps={step + 2}"])
+    _same_curve(_records(workdir), _records(uninterrupted))
+    _same_curve(_records(workdir, "eval"), _records(uninterrupted, "eval"))

@@ -1,10 +1,12 @@
 """The input pipeline: grain over a random-access split, to global `jax.Array` batches on a mesh.
 
-Per process: take every `process_count`-th record (starting at `process_index`), shuffle with a
-seed (reshuffled each epoch), turn each record into `{image, text, caption}` (one caption line
-picked at random when a record holds several; images of another size resized and centre-cropped),
-batch, optionally in worker processes. The batch leaves the loader as global arrays sharded over the
-mesh's batch axes. The iterator state can be saved and restored exactly.
+Every process sees the same global order: the records shuffled with a seed (reshuffled each
+epoch), each turned into `{image, text, caption}` (one caption line picked at random when a record
+holds several; images of another size resized and centre-cropped) with randomness keyed by its
+global position, cut into global batches. Process p reads and decodes only its own contiguous
+rows of each global batch (`HostRows`), optionally in worker processes, and the batch leaves the
+loader as global arrays sharded over the mesh's batch axes, so a run's batches, row for row, do
+not depend on how many hosts it runs on. The iterator state can be saved and restored exactly.
 """
 
 from __future__ import annotations
@@ -69,6 +71,29 @@ class ToExample(grain.transforms.RandomMap):
         return {"image": image, "text": text, "caption": caption}
 
 
+class HostRows(grain.MapDataset):
+    """Process `index`'s rows of each global batch of `global_batch` consecutive elements: its
+    element i is the parent's (i // b) · global_batch + index · b + i % b, b = global_batch /
+    count. A last global batch that the parent cannot fill is left out on every process."""
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, index: int, count: int):
+        super().__init__(parent)
+        self._global, self._local, self._offset = global_batch, global_batch // count, index
+        self._len = (len(parent) // global_batch) * self._local
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.slice(i)
+        batch, row = divmod(i, self._local)
+        return self._parent[batch * self._global + self._offset * self._local + row]
+
+    def __str__(self) -> str:
+        return f"HostRows(global_batch={self._global}, local={self._local}, index={self._offset})"
+
+
 class Loader:
     """Iterator of batches from one split; `get_state`/`set_state` make it resumable.
 
@@ -86,8 +111,9 @@ class Loader:
       bpe_dropout: probability of skipping each BPE merge of a caption (training only; 0: off).
       caption_dropout: probability of replacing a caption's tokens by padding only (training only;
         0: off), which teaches the model the unconditional logits of classifier-free guidance.
-      cache: decode this process's records once and keep them in memory (`cache.DecodedRecords`;
-        same batches, same iterator state); for small images read many times.
+      cache: decode the split once and keep it in memory (`cache.DecodedRecords`; same batches,
+        same iterator state); for small images read many times. Every process holds all of it,
+        as a process's rows come from the whole split as epochs reshuffle.
       process_index, process_count: this host's share (default: from JAX).
     """
 
@@ -140,17 +166,13 @@ class Loader:
         self.local_batch_size = global_batch_size // process_count
 
         if cache:
-            source = DecodedRecords(source, range(process_index, len(source), process_count),
-                                    image_key=image_key, caption_key=caption_key)
-            ds = grain.MapDataset.source(source)
-        else:
-            ds = grain.MapDataset.source(source)[process_index::process_count]
-        local_records = len(ds)
-        if local_records < self.local_batch_size:
-            raise ValueError(
-                f"this process has {local_records} records, fewer than its batch of "
-                f"{self.local_batch_size}"
-            )
+            source = DecodedRecords(source, image_key=image_key, caption_key=caption_key,
+                                    show_progress=process_index == 0)
+        ds = grain.MapDataset.source(source)
+        records = len(ds)
+        if records < global_batch_size:
+            raise ValueError(f"the split has {records} records, fewer than one batch of "
+                             f"{global_batch_size}")
         if shuffle:
             ds = ds.shuffle(seed=seed)
         ds = ds.repeat(num_epochs)
@@ -159,12 +181,11 @@ class Loader:
                       bpe_dropout, caption_dropout),
             seed=seed,
         )
-        dropped = local_records % self.local_batch_size
-        if num_epochs is not None and dropped:
-            logging.warning(
-                "%d of %d records per epoch do not fill a last batch of %d and are not used",
-                dropped * num_epochs, local_records * num_epochs, self.local_batch_size,
-            )
+        dropped = (records * num_epochs) % global_batch_size if num_epochs is not None else 0
+        if dropped:
+            logging.warning("%d of %d records do not fill a last batch of %d and are not used",
+                            dropped, records * num_epochs, global_batch_size)
+        ds = HostRows(ds, global_batch_size, process_index, process_count)
         ds = ds.batch(self.local_batch_size, drop_remainder=True)
         it_ds = ds.to_iter_dataset()
         if worker_count > 0:

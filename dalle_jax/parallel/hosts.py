@@ -81,6 +81,22 @@ def gather_json(value) -> list:
             zip(np.asarray(rows).reshape(len(sizes), -1), np.asarray(sizes).reshape(-1))]
 
 
+def gather_rows(rows: np.ndarray, most: int) -> np.ndarray:
+    """Every process's `rows` (at most `most` of them, the same trailing shape and dtype on all),
+    stacked in process order, on every process: how hosts that each worked on their own share of
+    the records hand the results to the one that writes them."""
+    rows = np.asarray(rows)
+    if len(rows) > most:
+        raise ValueError(f"{len(rows)} rows, more than the {most} agreed on")
+    if jax.process_count() == 1:
+        return rows
+    padded = np.zeros((most,) + rows.shape[1:], rows.dtype)
+    padded[:len(rows)] = rows
+    counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(rows)], np.int32)))
+    stacked = np.asarray(multihost_utils.process_allgather(padded))
+    return np.concatenate([part[:int(n)] for part, n in zip(stacked, counts.reshape(-1))])
+
+
 class StopVote:
     """A SIGTERM (a TPU preemption notice) to any process stops every process at the same step.
 

@@ -6,7 +6,9 @@
 
 Both are jitted once per batch shape and run batch-sharded over the mesh (a batch that does not
 divide over the batch shards is padded and trimmed). The parameter EMA is what gets used. In a
-multi-host run every process calls them with the same batch and gets all of the result.
+multi-host run every process calls them with the same batch and gets all of the result; or
+`on_this_host()` gives a copy on this process's devices alone, for hosts that each encode their
+own images with no collective between them (`data encode`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dalle_jax.parallel.mesh import batch_sharding, num_batch_shards
+from dalle_jax.parallel.mesh import batch_sharding, make_mesh, num_batch_shards
 from dalle_jax.parallel.partitioning import replicated
 from dalle_jax.training import checkpoint, dvae_trainer, train_state
 
@@ -23,9 +25,9 @@ from dalle_jax.training import checkpoint, dvae_trainer, train_state
 class ImageCodec:
     """Encoder and decoder of a restored stage-1 model on a mesh."""
 
-    def __init__(self, spec: train_state.StateSpec, state: dict, *, step: int):
+    def __init__(self, spec: train_state.StateSpec, state: dict, *, step: int, mesh=None):
         self.spec = spec
-        self.mesh = spec.mesh
+        self.mesh = spec.mesh if mesh is None else mesh
         self.step = step
         self.model = spec.merge(state["ema"], state["extra"])
         self.model_state = {"ema": state["ema"], "extra": state["extra"]}
@@ -42,6 +44,20 @@ class ImageCodec:
             workdir, "dvae", dvae_trainer.build, mesh_axes=mesh_axes, step=step)
         codec = cls(spec, state, step=step)
         codec.config = config
+        return codec
+
+    def on_this_host(self) -> "ImageCodec":
+        """This codec on this process's devices only (batch-sharded over them, parameters whole
+        on each): its calls issue no collective, so every host can encode a different batch.
+        Itself in a one-process run."""
+        if jax.process_count() == 1:
+            return self
+        whole = jax.jit(lambda s: s, out_shardings=replicated(self.mesh))(self.model_state)
+        local = make_mesh({"data": -1}, jax.local_devices())
+        state = jax.tree.map(lambda x: jax.device_put(np.asarray(x.addressable_data(0)),
+                                                      replicated(local)), whole)
+        codec = ImageCodec(self.spec, state, step=self.step, mesh=local)
+        codec.config = getattr(self, "config", None)
         return codec
 
     def _sharded(self, x: np.ndarray) -> tuple[jax.Array, int]:

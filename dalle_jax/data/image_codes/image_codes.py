@@ -5,9 +5,11 @@
 writes `DATA_DIR/image_codes/<source>-<dvae step>-<digest>/1.0.0/` with, per record, `codes`
 (g, g) int32, `caption` (all caption lines of the source record) and `index` (its position in the
 source split), so stage 2 reads codes and never runs the encoder while it trains. Images are
-encoded in batches on the mesh with the parameter EMA, argmax codes (no gumbel noise). In a
-multi-host run every process reads the images and runs the encoder on its devices, and the first
-one writes the dataset.
+encoded in batches with the parameter EMA, argmax codes (no gumbel noise). In a multi-host run
+every process encodes its own share of each round of `hosts × batch_size` records on its own
+devices, with no collective in the encoder, so throughput grows with hosts; the codes (a few bytes
+per image) are gathered each round and the first process writes the one dataset, record for
+record what a one-process encode writes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import json
 import os
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -86,18 +89,30 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
             image = resize_center_crop(Image.fromarray(image), r)
         return image
 
-    def _generate_examples(self, split: str):
+    def _encoded(self, split: str):
+        """(index, record, codes) of every record of `split` in order, on the first process;
+        every process must iterate it, as each encodes its own slice of every round."""
         cfg = self.builder_config
         source = sources.open_split(cfg.source_dataset, cfg.source_data_dir, split, cfg.source_config or None)
-        n = len(source)
-        for start in tqdm(range(0, n, cfg.batch_size), desc=f"encoding {split}", unit="batch",
+        n, batch = len(source), cfg.batch_size
+        count, me = jax.process_count(), jax.process_index()
+        empty = np.zeros((0, cfg.grid, cfg.grid), np.int32)
+        for start in tqdm(range(0, n, batch * count), desc=f"encoding {split}", unit="round",
                           disable=None if hosts.is_primary() else True):
-            records = [source[i] for i in range(start, min(n, start + cfg.batch_size))]
-            codes = self.codec.encode(np.stack([self._image(r) for r in records]))
-            for offset, (record, c) in enumerate(zip(records, codes)):
-                caption = "\n".join(caption_lines(lookup_field(record, cfg.caption_key)))
-                yield start + offset, {"codes": c.astype(np.int32), "caption": caption,
-                                       "index": start + offset}
+            mine = range(min(n, start + me * batch), min(n, start + (me + 1) * batch))
+            wanted = range(start, min(n, start + batch * count)) if hosts.is_primary() else mine
+            records = {i: source[i] for i in wanted}  # the first process needs every caption
+            codes = (self.codec.encode(np.stack([self._image(records[i]) for i in mine]))
+                     if len(mine) else empty)
+            codes = hosts.gather_rows(codes.astype(np.int32), batch)
+            if hosts.is_primary():
+                for i, c in enumerate(codes, start):
+                    yield i, records[i], c
+
+    def _generate_examples(self, split: str):
+        for i, record, codes in self._encoded(split):
+            caption = "\n".join(caption_lines(lookup_field(record, self.builder_config.caption_key)))
+            yield i, {"codes": codes, "caption": caption, "index": i}
 
 
 def prepare(dvae_workdir: str, dataset: str, data_dir: str, *, config: str | None = None,
@@ -126,13 +141,13 @@ def prepare(dvae_workdir: str, dataset: str, data_dir: str, *, config: str | Non
     digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:6]
     name = f"{dataset}-{c.data.resolution}px-step{codec.step}-{digest}"
     builder = ImageCodes(config=CodesConfig(name=name, batch_size=batch_size, **options),
-                         data_dir=out_data_dir or data_dir, codec=codec)
+                         data_dir=out_data_dir or data_dir, codec=codec.on_this_host())
     if not hosts.gather_json(builder.is_prepared())[0]:  # what the first process found
         if hosts.is_primary():
             builder.download_and_prepare(file_format="array_record")
-        else:  # the encoder runs on every host's devices; the first process writes the records
+        else:  # every host encodes its share of each round; the first process writes the records
             for split in splits:
-                for _ in builder._generate_examples(split):
+                for _ in builder._encoded(split):
                     pass
         hosts.barrier(f"image_codes {name} written")
     return prepared_summary("image_codes", name, builder.data_dir,
