@@ -24,7 +24,7 @@ import sys
 
 from absl import flags
 
-from dalle_jax.cli import define_sampling_flags, fail, parse_flags, sampling_settings
+from dalle_jax.cli import define_sampling_flags, fail, join_hosts, parse_flags, sampling_settings
 from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 
@@ -97,6 +97,7 @@ def main(argv: list[str]) -> None:
     define_sampling_flags("transformer: ")
     flags.mark_flags_as_required(["workdir"])
     parse_flags("python -m dalle_jax.evaluate", argv)
+    join_hosts()
     from dalle_jax.training import checkpoint
 
     try:

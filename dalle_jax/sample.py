@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 from absl import flags
+from etils import epath
 
 from dalle_jax.cli import define_sampling_flags, fail, join_hosts, parse_flags, sampling_settings
 from dalle_jax.xla_cpu.huge_pages import use_huge_pages
@@ -52,10 +53,10 @@ def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
     """The prompts of --prompt and of --prompts_file (blank lines skipped), in order."""
     out = list(prompts)
     if prompts_file:
-        if not os.path.exists(prompts_file):
+        path = epath.Path(prompts_file)
+        if not path.exists():
             raise FileNotFoundError(f"no prompts file at {prompts_file}")
-        with open(prompts_file) as f:
-            out += [line.strip() for line in f if line.strip()]
+        out += [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not out:
         raise ValueError("no prompt: give --prompt=TEXT or --prompts_file=FILE")
     return out
@@ -67,12 +68,13 @@ def completion_prefix(gen, path: str, keep_rows: int, count: int) -> tuple[np.nd
 
     from dalle_jax.data.imaging import resize_center_crop
 
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         raise FileNotFoundError(f"no image at {path}")
     if not 0 <= keep_rows <= gen.grid:
         raise ValueError(f"keep_rows={keep_rows} must be in [0, {gen.grid}] (the code grid's rows)")
     resolution = gen.codec.config.data.resolution
-    image = resize_center_crop(Image.open(path).convert("RGB"), resolution)
+    with epath.Path(path).open("rb") as f:
+        image = resize_center_crop(Image.open(f).convert("RGB"), resolution)
     codes = gen.encode_image(image[None])
     return np.repeat(codes, count, axis=0), keep_rows * gen.grid
 
@@ -100,7 +102,7 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
     if rerank < 0 or rerank > num_samples:
         raise ValueError(f"--rerank={rerank} must be in [0, --num_samples={num_samples}]")
     config = checkpoint.load_config(workdir)  # cheap checks first, before any model is built
-    if complete and not os.path.exists(complete):
+    if complete and not epath.Path(complete).exists():
         raise FileNotFoundError(f"no image at {complete}")
     if complete and not 0 <= keep_rows <= config.model.grid:
         raise ValueError(f"keep_rows={keep_rows} must be in [0, {config.model.grid}] (the code "
@@ -134,8 +136,7 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
               "keep_rows": keep_rows if complete else 0, "samples": samples}
     if hosts.is_primary():  # on a pod every host samples alike; the first one writes
         visualize.save_grid(np.stack(shown), labels, out, columns=shown_per_prompt)
-        with open(os.path.splitext(out)[0] + ".json", "w") as f:
-            json.dump(record, f, indent=1)
+        epath.Path(os.path.splitext(out)[0] + ".json").write_text(json.dumps(record, indent=1))
     return record
 
 

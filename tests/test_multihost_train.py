@@ -118,7 +118,27 @@ def test_quickstart_as_two_processes_equals_one_process_with_four_devices(tmp_pa
     for split in ("train", "validation", "heldout"):
         got = _codes(os.path.join(two, "codes"), name, split)
         assert got == _codes(str(tmp_path / "codes"), name, split) and got
-        assert [r[0] for r in got] == list(range(len(got)))
+        assert sorted(r[0] for r in got) == list(range(len(got)))
+
+    # `evaluate` as two processes: the transformer's loss and judged samples of one process.
+    args = [f"--workdir={os.path.join(two, 'dalle')}", "--num_captions=2", "--num_batches=2"]
+    outs = _finish(_launch("dalle_jax.evaluate", args))
+    got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    want = json.loads(_one("dalle_jax.evaluate", args).strip().splitlines()[-1])
+    assert got[0] == got[1]
+    _close(got[0], want)
+
+
+def _close(got, want, where="") -> None:
+    """Nested JSON records equal, floats to a relative 1e-4."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), where
+        for key in want:
+            _close(got[key], want[key], f"{where}/{key}")
+    elif isinstance(want, float):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=where)
+    else:
+        assert got == want, where
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_onto_the_same_curve(tmp_path):
@@ -158,3 +178,13 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_onto_the_same
                              f"--workdir={uninterrupted}", f"--config.train.num_steps={step + 2}"])
     _same_curve(_records(workdir), _records(uninterrupted))
     _same_curve(_records(workdir, "eval"), _records(uninterrupted, "eval"))
+
+
+def test_data_prepare_as_two_processes_writes_one_dataset(tmp_path):
+    args = ["prepare", "--dataset=shapes", f"--data_dir={tmp_path}", "--resolution=32",
+            "--num_train=24", "--num_validation=8", "--num_test=8", "--num_heldout=8"]
+    outs = _finish(_launch("dalle_jax.data", args))
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert summaries[0] == summaries[1]
+    assert summaries[0]["splits"] == {"train": 24, "validation": 8, "test": 8, "heldout": 8}
+    assert not [p for p in tmp_path.rglob("*") if "incomplete" in p.name]  # no half-written copy

@@ -11,6 +11,7 @@ import os
 from typing import Iterator
 
 import ml_collections
+from etils import epath
 import tensorflow_datasets as tfds
 from jax.sharding import Mesh
 
@@ -61,8 +62,8 @@ def _train_captions(data: ml_collections.ConfigDict, prepared: dict | None, limi
 
 def ensure_tokenizer(config: ml_collections.ConfigDict, workdir: str, prepared: dict | None = None) -> TextTokenizer:
     """The workdir's tokenizer; trained on the train captions and saved there the first time."""
-    path = os.path.join(workdir, TOKENIZER_FILE)
-    if os.path.exists(path):
+    path = epath.Path(workdir) / TOKENIZER_FILE
+    if path.exists():
         tok = TextTokenizer.load(path, config.text.text_len)
         if tok.vocab_size > config.text.vocab_size:
             raise ValueError(
@@ -78,7 +79,7 @@ def ensure_tokenizer(config: ml_collections.ConfigDict, workdir: str, prepared: 
         min_frequency=config.text.min_frequency,
         show_progress=True,
     )
-    os.makedirs(workdir, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(path)
     return tok
 

@@ -7,10 +7,10 @@ TFDS catalog dataset lives where TFDS puts it. Either way the split is read thro
 
 from __future__ import annotations
 
-import glob
 import os
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 OUR_DATASETS = ("shapes", "image_text_folder", "image_codes")
 
@@ -24,9 +24,9 @@ def find_prepared(data_dir: str, dataset: str, config: str | None = None) -> str
 
     With `config` unset, the dataset must have exactly one prepared config.
     """
-    pattern = os.path.join(data_dir, dataset, config or "*", "*", "dataset_info.json")
+    pattern = f"{dataset}/{config or '*'}/*/dataset_info.json"  # a local folder or gs://
     # Highest version last, compared as versions (1.10.0 > 1.2.0), not as strings.
-    found = sorted((os.path.dirname(p) for p in glob.glob(pattern)),
+    found = sorted((os.fspath(p.parent) for p in epath.Path(data_dir).glob(pattern)),
                    key=lambda d: tfds.core.Version(os.path.basename(d)))
     if not found:
         what = f"{dataset!r}" + (f" config {config!r}" if config else "")

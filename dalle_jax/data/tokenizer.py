@@ -15,10 +15,10 @@ library's ids exactly.
 from __future__ import annotations
 
 import json
-import os
 from typing import Iterable, Sequence
 
 import numpy as np
+from etils import epath
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 PAD_TOKEN = "<pad>"
@@ -82,9 +82,10 @@ class TextTokenizer:
     @classmethod
     def load(cls, path: str, text_len: int) -> "TextTokenizer":
         """Loads a tokenizer saved by `save` (one JSON file)."""
-        if not os.path.exists(path):
+        path = epath.Path(path)
+        if not path.exists():
             raise FileNotFoundError(f"no tokenizer file at {path}")
-        return cls(Tokenizer.from_file(path), text_len)
+        return cls(Tokenizer.from_str(path.read_text()), text_len)
 
     @classmethod
     def from_json(cls, text: str, text_len: int) -> "TextTokenizer":
@@ -92,10 +93,11 @@ class TextTokenizer:
         return cls(Tokenizer.from_str(text), text_len)
 
     def save(self, path: str) -> None:
-        """Writes the tokenizer as one JSON file (atomically)."""
-        tmp = f"{path}.tmp"
-        self._tok.save(tmp)
-        os.replace(tmp, path)
+        """Writes the tokenizer as one JSON file (atomically; local or gs://)."""
+        path = epath.Path(path)
+        tmp = path.parent / f"{path.name}.tmp"
+        tmp.write_text(self._tok.to_str())
+        tmp.replace(path)
 
     def to_json(self) -> str:
         """The tokenizer as a JSON string."""

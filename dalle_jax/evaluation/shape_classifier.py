@@ -9,16 +9,18 @@ MLP trained with optax for a few seconds; `load_or_train` keeps its weights in a
 
 from __future__ import annotations
 
-import os
+import io
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from PIL import Image, ImageDraw, ImageFilter
 
 from dalle_jax.data.shapes.render import draw_shape
 from dalle_jax.data.shapes.vocabulary import SHAPES
+from dalle_jax.parallel import hosts
 
 SIDE = 16
 
@@ -100,12 +102,22 @@ def classify(params: dict, masks: np.ndarray) -> np.ndarray:
 
 
 def load_or_train(path: str | None = None) -> dict:
-    """The classifier saved at `path`, or a newly trained one (saved there when a path is given)."""
-    if path and os.path.exists(path):
-        with np.load(path) as f:
+    """The classifier saved at `path`, or a newly trained one (saved there when a path is given).
+    On a pod the first host trains and saves it while the others wait, then they read it."""
+    return hosts.primary_first("training the shape classifier", lambda: _load_or_train(path))
+
+
+def _load_or_train(path: str | None) -> dict:
+    target = epath.Path(path) if path else None
+    if target is not None and target.exists():
+        with np.load(io.BytesIO(target.read_bytes())) as f:
             return {k: f[k] for k in f.files}
     params = train()
-    if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        np.savez(path, **params)
+    if target is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **params)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f"{target.name}.tmp"
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(target)
     return params

@@ -21,6 +21,7 @@ import numpy as np
 from dalle_jax.data import pipeline
 from dalle_jax.evaluation import caption_parser, judge, shape_classifier
 from dalle_jax.generation.sampling import Settings
+from dalle_jax.parallel.partitioning import replicated
 
 CHECKS = ("colour", "shape", "position", "all")
 
@@ -79,14 +80,17 @@ def _first_caption(value) -> str:
 
 
 def split_loss(gen, split: str, num_batches: int | None) -> dict[str, float]:
-    """Mean text/image cross-entropy and bits per image token of the generator's parameters."""
+    """Mean text/image cross-entropy and bits per image token of the generator's parameters,
+    over global batches on its mesh (each host reads its own rows, every host gets the mean)."""
     from dalle_jax.training import loop
     from dalle_jax.training.dalle_loss import dalle_loss
 
     config = gen.config
-    loader = pipeline.make_loader(config, split, gen.tokenizer, num_epochs=1, shuffle=False)
+    loader = pipeline.make_loader(config, split, gen.tokenizer, mesh=gen.mesh, num_epochs=1,
+                                  shuffle=False)
     weights = dict(text_weight=config.loss.text_weight, image_weight=config.loss.image_weight)
-    step = jax.jit(lambda text, codes: dalle_loss(gen.model, text, codes, **weights)[1])
+    step = jax.jit(lambda text, codes: dalle_loss(gen.model, text, codes, **weights)[1],
+                   out_shardings=replicated(gen.mesh))
     try:
         return loop.mean_over_batches(lambda b: step(b["text"], b["codes"]), loader,
                                       num_batches or 10**9)

@@ -58,9 +58,10 @@ def encode_prompts(tokenizer, text_len: int, prompts: list[str]) -> np.ndarray:
 class Generator:
     """A restored transformer (EMA parameters), its tokenizer and the dVAE that decodes codes."""
 
-    def __init__(self, config, model, tokenizer, codec, step: int):
+    def __init__(self, config, model, tokenizer, codec, step: int, mesh=None):
         self.config, self.model, self.tokenizer, self.codec, self.step = (
             config, model, tokenizer, codec, step)
+        self.mesh = mesh  # the mesh the EMA is split over
         self.grid = model.grid
         self._graphdef, self._state = nnx.split(model)
         self._compiled = {}
@@ -86,7 +87,7 @@ class Generator:
         if codec.model.vocab_size != model.image_vocab:
             raise ValueError(f"the dVAE has {codec.model.vocab_size} codes but the transformer's "
                              f"image_vocab is {model.image_vocab}")
-        return cls(config, model, tokenizer, codec, step)
+        return cls(config, model, tokenizer, codec, step, mesh=spec.mesh)
 
     def encode_prompts(self, prompts: list[str]) -> np.ndarray:
         """(P, text_len) ids; a ValueError names an empty prompt or one longer than text_len."""

@@ -24,6 +24,8 @@ import orbax.checkpoint as ocp
 
 from etils import epath
 
+from dalle_jax.storage import absolute
+
 from dalle_jax.parallel import hosts
 from dalle_jax.training import checksums
 
@@ -57,7 +59,7 @@ class Checkpointer:
     """Saves and restores `(state, data_state)` under `workdir/checkpoints`."""
 
     def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
-        self.directory = _absolute(os.path.join(workdir, "checkpoints"))
+        self.directory = absolute(os.path.join(workdir, "checkpoints"))  # orbax wants it absolute
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -195,11 +197,6 @@ class Checkpointer:
         """Finishes writes and releases the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-def _absolute(path: str) -> str:
-    """A local path made absolute (orbax wants one); a URL such as gs://bucket/run as it is."""
-    return path if "://" in path else os.path.abspath(path)
 
 
 def _own_data_state(saved: dict, step: int) -> dict | None:

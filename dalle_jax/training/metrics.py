@@ -1,4 +1,4 @@
-"""Metric logging: JSON lines always, TensorBoard summaries, one place for both."""
+"""Metric logging: JSON lines always, TensorBoard summaries, one place for both (local or gs://)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import os
 from typing import Mapping
 
 import numpy as np
+from etils import epath
+
+METRICS_FILE = "metrics.jsonl"
 
 
 class MetricWriter:
@@ -18,21 +21,20 @@ class MetricWriter:
         logs those steps again, so the file keeps one curve). `active=False` (every process of a
         multi-host run but the first) writes nothing and only returns the records."""
         self.active = active
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = epath.Path(workdir) / METRICS_FILE
         self._file, self._tb = None, None
         if not active:
             return
-        os.makedirs(workdir, exist_ok=True)
-        if resume_step is not None and os.path.exists(self.path):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
-            with open(self.path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
-        self._file = open(self.path, "a")
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._file = self.path.open("a")
         if tensorboard:
             import tensorflow as tf  # only for tf.summary; already a dependency of data preparation
 
             self._tf = tf
-            self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+            self._tb = tf.summary.create_file_writer(os.path.join(os.fspath(workdir), "tensorboard"))
 
     def write(self, step: int, split: str, values: Mapping[str, float]) -> dict:
         """Logs scalar `values` at `step` under `split` ('train', 'eval', …); returns the record."""
@@ -60,9 +62,8 @@ class MetricWriter:
 
 def read_metrics(workdir: str, split: str | None = None) -> list[dict]:
     """The records of `workdir/metrics.jsonl` (optionally of one split)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / METRICS_FILE
+    if not path.exists():
         return []
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in rows if split is None or r["split"] == split]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 
 import jax
 import numpy as np
@@ -32,6 +31,7 @@ from dalle_jax.data.records import lookup_field
 from dalle_jax.data.local_info import LocalDatasetInfo
 from dalle_jax.data.summary import prepared_summary
 from dalle_jax.parallel import hosts
+from dalle_jax.storage import absolute
 
 
 @dataclasses.dataclass(eq=False)
@@ -132,9 +132,9 @@ def prepare(dvae_workdir: str, dataset: str, data_dir: str, *, config: str | Non
     if batch_size <= 0:
         raise ValueError(f"batch_size={batch_size} must be positive")
     source_config = source.builder_config.name if source.builder_config else ""
-    options = dict(source_dataset=dataset, source_data_dir=os.path.abspath(data_dir),
+    options = dict(source_dataset=dataset, source_data_dir=absolute(data_dir),
                    source_config=source_config or (config or ""),
-                   dvae_workdir=os.path.abspath(dvae_workdir), dvae_step=codec.step,
+                   dvae_workdir=absolute(dvae_workdir), dvae_step=codec.step,
                    grid=c.data.resolution // codec.grid_scale, vocab_size=c.model.vocab_size,
                    resolution=c.data.resolution, image_key=c.data.image_key,
                    caption_key=c.data.caption_key, splits=splits)

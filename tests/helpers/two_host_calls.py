@@ -1,0 +1,46 @@
+"""One of two 'hosts' on loopback: exercises `parallel.hosts` and prints what it saw as JSON.
+
+Run as: python two_host_calls.py (with DALLE_JAX_* set for process 0 or 1 of two)
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dalle_jax.parallel import hosts  # noqa: E402
+from dalle_jax.parallel.distributed import initialize_from_env  # noqa: E402
+
+initialize_from_env()
+me = jax.process_index()
+out = {"process": me}
+# Each host has a different number of rows (3 and 1); all get both, in process order.
+rows = np.full((3 - 2 * me, 2), me + 1, np.int32)
+out["rows"] = hosts.gather_rows(rows, 4).tolist()
+out["json"] = hosts.gather_json({"me": me, "text": "x" * (5 * me)})
+calls = []
+
+
+def prepare():
+    calls.append(me)
+    return f"made by {me}"
+
+
+out["first"] = hosts.primary_first("making a thing", prepare)
+out["calls"] = calls
+
+
+def broken():
+    raise RuntimeError("disk full\nmore detail")
+
+
+try:
+    hosts.primary_first("writing the data", broken)
+except Exception as e:  # noqa: BLE001 - reported to the test
+    out["error"] = f"{type(e).__name__}: {e}"
+print(json.dumps(out), flush=True)
