@@ -34,11 +34,24 @@ def _save_two(workdir) -> Checkpointer:
     return ckpt
 
 
-def _largest_array_file(ckpt: Checkpointer, step: int) -> str:
+def _array_files(ckpt: Checkpointer, step: int) -> list[str]:
     folder = os.path.join(ckpt.directory, str(step), "state")
-    files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs
-             if os.sep + "d" + os.sep in os.path.join(d, f) + os.sep or "/d/" in d + "/"]
-    return max(files, key=os.path.getsize)
+    return [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs
+            if os.sep + "d" + os.sep in os.path.join(d, f) + os.sep or "/d/" in d + "/"]
+
+
+def _largest_array_file(ckpt: Checkpointer, step: int) -> str:
+    return max(_array_files(ckpt, step), key=os.path.getsize)
+
+
+def _flip_throughout(path: str, every: int = 1024) -> None:
+    """Inverts 16 bytes of every `every`: no array stored in the file stays whole."""
+    with open(path, "r+b") as f:
+        data = bytearray(f.read())
+        for start in range(0, len(data), every):
+            data[start:start + 16] = bytes(b ^ 0xFF for b in data[start:start + 16])
+        f.seek(0)
+        f.write(data)
 
 
 def _flip(path: str, count: int = 4096) -> None:
@@ -111,7 +124,9 @@ def test_inference_restore_checks_the_ema_in_float32_and_in_bfloat16(tmp_path):
             lambda x: jax.ShapeDtypeStruct(x.shape, dtype, sharding=x.sharding), abstract["ema"])}
         out = ckpt.restore_inference(target, 2)
         assert out["ema"]["w"].dtype == dtype
-    _flip(_largest_array_file(ckpt, 2))
+    # Which data file holds the EMA is up to orbax's writers: damage every one, throughout.
+    for path in _array_files(ckpt, 2):
+        _flip_throughout(path)
     with pytest.raises(DamagedCheckpoint, match="checkpoint step 2"):
         ckpt.restore_inference(abstract, 2)
     ckpt.close()
