@@ -1,7 +1,7 @@
-"""Runs the peer harness (../shared/peers/bench_dalle_pytorch.py) unchanged, under PyTorch's CPU
+"""Runs the peer harness (`bench_dalle_pytorch.py`) unchanged, under PyTorch's CPU
 bfloat16 autocast, so that our bfloat16 figures meet the peer in the same precision.
 
-  /tmp/peer-venv/bin/python experiments/dalle_speed/peer_autocast.py HARNESS [harness flags…]
+  $PEER_PY experiments/dalle_speed/peer_autocast.py HARNESS [harness flags…]
 
 `torch.autocast("cpu", dtype=torch.bfloat16)` runs the peer's matmuls and linear layers in
 bfloat16 (oneDNN, AMX where the CPU has it) with float32 weights, PyTorch's own mixed precision.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage-2 training speed against the peer (lucidrains' dalle-pytorch 1.6.6, ../shared/peers), side
+# Stage-2 training speed against the peer (lucidrains' dalle-pytorch 1.6.6 through its harness), side
 # by side in one run on this machine, at two stream shapes of the `small` model (width 512, 8 layers,
 # 8 heads of 64, batch 8): `small` (text 64, grid 16) and `long` (the paper's stream: text 256,
 # grid 32). Appends one JSON line per measurement to results.jsonl beside this script. Ours runs in
@@ -7,16 +7,16 @@
 # rematerialised ('dots') and, in bfloat16, without; the peer also runs under PyTorch's bfloat16
 # autocast (peer_autocast.py), so that bfloat16 meets bfloat16.
 #   usage: bash experiments/dalle_speed/run.sh [small] [long]
-#   env:   PYTHON (ours), PEER_PY (default /tmp/peer-venv/bin/python; see ../shared/peers/README.md),
-#          PEERS (the peer harness folder), SECONDS_EACH (ours: seconds per measurement), ROUNDS,
+#   env:   PYTHON (ours), PEER_PY (a Python with dalle-pytorch 1.6.6; required),
+#          PEERS (the peer harness folder; required), SECONDS_EACH (ours: seconds per measurement), ROUNDS,
 #          PEER_HUGE_PAGES=1 (also time the peer's sparse float32 run under glibc's huge-page
 #          tunable, which our entry points turn on for themselves: dalle_jax/xla_cpu/huge_pages.py)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PYTHON=${PYTHON:-python}
-PEER_PY=${PEER_PY:-/tmp/peer-venv/bin/python}
-PEERS=${PEERS:-$ROOT/../shared/peers}
+PEER_PY=${PEER_PY:?set PEER_PY to a Python with dalle-pytorch 1.6.6 installed}
+PEERS=${PEERS:?set PEERS to the folder of the peer harness (bench_dalle_pytorch.py)}
 OUT=${OUT:-$HERE/results.jsonl}
 SECONDS_EACH=${SECONDS_EACH:-10}
 ROUNDS=${ROUNDS:-1}

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Sampling speed side by side with the peer (lucidrains' dalle-pytorch 1.6.6, ../shared/peers) on
+# Sampling speed side by side with the peer (lucidrains' dalle-pytorch 1.6.6 through its harness) on
 # the `small` shapes (width 512, 8 layers, text 64, 16×16 codes from 1024), this machine, one run:
 #   ours:  python -m dalle_jax.bench sample --config=configs/dalle.py:small   (cached and uncached)
 #   peer:  its default generate_images (no cache, the paper's sparse pattern) at batch 8, and its
 #          cache repaired by the harness ('fixed') with dense attention at batch 1 and 8.
 # Appends to results.jsonl here and prints the table.
-#   PYTHON=/work/venv/bin/python PEER_PYTHON=/tmp/peer-venv/bin/python bash experiments/sample_speed/run.sh
+#   PEERS=DIR PEER_PYTHON=PYTHON bash experiments/sample_speed/run.sh
+#   (PEERS: the peer harness folder; PEER_PYTHON: a Python with dalle-pytorch 1.6.6; both required)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
-PEER_PY=${PEER_PYTHON:-/tmp/peer-venv/bin/python}
-PEERS=${PEERS:-../shared/peers}
+PEER_PY=${PEER_PYTHON:?set PEER_PYTHON to a Python with dalle-pytorch 1.6.6 installed}
+PEERS=${PEERS:?set PEERS to the folder of the peer harness (bench_dalle_pytorch.py)}
 HERE=experiments/sample_speed
 OUT="$HERE/results.jsonl"
 SMALL="--dim 512 --depth 8 --heads 8 --dim-head 64 --text-seq-len 64 --num-text-tokens 4096 --image-size 128 --vae-layers 3 --num-image-tokens 1024"

@@ -7,7 +7,7 @@
 # $WORKDIRS/dvae when that does not exist yet, instead of training it again. Alone on a 2-core
 # CPU the three trainings take about 80 minutes (dVAE 25, encoding 1.5, transformer 27.5, CLIP 25).
 #
-#   PYTHON=/work/venv/bin/python bash experiments/shapes/run.sh
+#   PYTHON=python bash experiments/shapes/run.sh
 #
 # Models: the dVAE of configs/dvae.py:shapes (VQ codebook, 64 px → 8×8 codes from 512), the
 # transformer of configs/dalle.py:small (8 layers) with its code grid and vocabulary set to the
@@ -16,7 +16,7 @@
 # bfloat16 (1.29× the steps/s of float32 at these shapes here) for 2,400 steps, captions dropped
 # 10% of the time so that sampling can use classifier-free guidance (GUIDANCE, default 3), and
 # the CLIP of configs/clip.py:small at 64 px with a convolutional stem (48 channels) and hard
-# negative captions (about 25 minutes; session 19: it reads shape better than the plain ViT,
+# negative captions (about 25 minutes; in results-negative-images.jsonl it reads shape better than the plain ViT,
 # 72% against 62% on the probe, and retrieves 67% against 53%). Evaluation: each split without
 # guidance or reranking, then at GUIDANCE with CLIP's best of 32. Outputs: workdirs/shapes/{dvae,dalle,clip}, and here
 # results.jsonl, timings.json and samples_{seen,heldout}.png.
