@@ -8,7 +8,8 @@
 `prepare` and `encode` end by printing one JSON line; `inspect` prints a JSON summary and writes a PNG grid.
 Bad values get a one-line error and exit status 2. On a pod slice every host runs the same
 command (`DALLE_JAX_COORDINATOR` & co., or `DALLE_JAX_DISTRIBUTED=auto`): `prepare` is written
-by the first host while the others wait; `encode` runs the encoder on every host's devices.
+by the first host while the others wait; in `encode` each host encodes its own share of the
+images on its own devices, and the first writes the codes.
 """
 
 from __future__ import annotations

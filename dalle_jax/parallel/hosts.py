@@ -73,12 +73,18 @@ def gather_json(value) -> list:
     if jax.process_count() == 1:
         return [value]
     data = np.frombuffer(json.dumps(value, sort_keys=True).encode(), np.uint8)
-    sizes = multihost_utils.process_allgather(np.asarray([data.size], np.int32))
-    padded = np.zeros(int(np.max(sizes)), np.uint8)
-    padded[:data.size] = data
-    rows = multihost_utils.process_allgather(padded)
-    return [json.loads(bytes(row[:int(n)]).decode()) for row, n in
-            zip(np.asarray(rows).reshape(len(sizes), -1), np.asarray(sizes).reshape(-1))]
+    most = int(np.max(multihost_utils.process_allgather(np.asarray([data.size], np.int32))))
+    return [json.loads(bytes(part).decode()) for part in _gather_padded(data, most)]
+
+
+def _gather_padded(rows: np.ndarray, most: int) -> list[np.ndarray]:
+    """Every process's `rows` (at most `most`), padded to `most` for one allgather and trimmed
+    back to each one's own count; in process order."""
+    padded = np.zeros((most,) + rows.shape[1:], rows.dtype)
+    padded[:len(rows)] = rows
+    counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(rows)], np.int32)))
+    stacked = np.asarray(multihost_utils.process_allgather(padded))
+    return [part[:int(n)] for part, n in zip(stacked, counts.reshape(-1))]
 
 
 def gather_rows(rows: np.ndarray, most: int) -> np.ndarray:
@@ -90,11 +96,7 @@ def gather_rows(rows: np.ndarray, most: int) -> np.ndarray:
         raise ValueError(f"{len(rows)} rows, more than the {most} agreed on")
     if jax.process_count() == 1:
         return rows
-    padded = np.zeros((most,) + rows.shape[1:], rows.dtype)
-    padded[:len(rows)] = rows
-    counts = np.asarray(multihost_utils.process_allgather(np.asarray([len(rows)], np.int32)))
-    stacked = np.asarray(multihost_utils.process_allgather(padded))
-    return np.concatenate([part[:int(n)] for part, n in zip(stacked, counts.reshape(-1))])
+    return np.concatenate(_gather_padded(rows, most))
 
 
 class StopVote:

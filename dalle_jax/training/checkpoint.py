@@ -21,12 +21,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
-
 from etils import epath
 
-from dalle_jax.storage import absolute
-
 from dalle_jax.parallel import hosts
+from dalle_jax.storage import absolute
 from dalle_jax.training import checksums
 
 CONFIG_FILE = "config.json"

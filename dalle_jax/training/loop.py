@@ -146,8 +146,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> dict:
     last_eval: dict = {}
     logging.info("training %s from step %d to %d in %s", task.name, start, t.num_steps, workdir)
     try:
-        with hosts.StopVote() as vote, tqdm(total=t.num_steps, initial=start, desc=task.name, unit="step",
-                  disable=None if primary else True, dynamic_ncols=True) as bar:
+        with hosts.StopVote() as vote, tqdm(
+                total=t.num_steps, initial=start, desc=task.name, unit="step",
+                disable=None if primary else True, dynamic_ncols=True) as bar:
             for step in range(start + 1, t.num_steps + 1):
                 batch = next(loader)
                 state, metrics = step_fn(state, batch)
