@@ -1,7 +1,6 @@
 """What processes do together (`parallel.hosts`), as two processes on loopback and as one."""
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 
 from dalle_jax.parallel import hosts
-from dalle_jax.training import checkpoint
 from tests.test_multihost import ROOT, _env, _free_port
 
 SCRIPT = os.path.join(ROOT, "tests", "helpers", "two_host_calls.py")
@@ -42,12 +40,3 @@ def test_one_process_is_the_plain_local_case():
         hosts.gather_rows(np.zeros((5, 2)), 4)
     assert hosts.gather_json({"a": 1}) == [{"a": 1}]
     assert hosts.primary_first("x", lambda: 7) == 7 and hosts.is_primary()
-
-
-def test_data_positions_are_per_process_and_another_count_starts_afresh(caplog):
-    mine = {"next_index": 8}
-    assert checkpoint._own_data_state({"processes": [mine]}, 4) == mine
-    assert checkpoint._own_data_state(mine, 4) == mine  # a step written before per-process positions
-    with caplog.at_level(logging.WARNING):
-        assert checkpoint._own_data_state({"processes": [mine, mine]}, 4) is None
-    assert "step 4 holds the data positions of 2 processes, this run has 1" in caplog.text

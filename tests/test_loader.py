@@ -266,3 +266,37 @@ def test_prepared_shapes_through_worker_processes_resume_exactly(tmp_path):
     _same(_take(resumed, 5), reference[3:])
     resumed.close()
     assert summary["splits"]["train"] == 48
+
+
+def test_a_saved_position_resumes_exactly_under_another_process_count(tokenizer, caplog):
+    """Hosts read their rows of the same global batches, so a position saved by two processes
+    continues as one process (and one process's as four) with the very next global batch."""
+    import logging
+
+    from dalle_jax.training.checkpoint import _own_data_state
+
+    def hosts(count):
+        return [_loader(tokenizer, process_index=i, process_count=count) for i in range(count)]
+
+    two = hosts(2)
+    for it in two:
+        _take(it, 3)
+    saved = {"processes": [it.get_state() for it in two]}
+    following = [next(it) for it in two]
+    one = _loader(tokenizer)
+    one.set_state(_own_data_state(saved, 3, index=0, count=1))
+    got = next(one)
+    assert list(got["caption"]) == [c for b in following for c in b["caption"]]
+    np.testing.assert_array_equal(got["text"], np.concatenate([b["text"] for b in following]))
+
+    four = hosts(4)
+    for i, it in enumerate(four):
+        it.set_state(_own_data_state({"processes": [one.get_state()]}, 4, index=i, count=4))
+    np.testing.assert_array_equal(np.concatenate([next(it)["image"] for it in four]), next(one)["image"])
+
+    assert _own_data_state(saved, 3, index=1, count=2) == saved["processes"][1]
+    assert _own_data_state(saved["processes"][0], 3, index=0, count=1) == saved["processes"][0]
+    with caplog.at_level(logging.WARNING):  # positions that disagree cannot be split anew
+        assert _own_data_state({"processes": [{"next_index": 3}, {"next_index": 4}]}, 7,
+                               index=0, count=1) is None
+    assert "step 7 holds 2 processes' data positions that disagree, this run has 1" in caplog.text

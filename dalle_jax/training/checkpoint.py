@@ -197,19 +197,32 @@ class Checkpointer:
         self.manager.close()
 
 
-def _own_data_state(saved: dict, step: int) -> dict | None:
-    """This process's data iterator state out of a step's `data` item. A step written by a run
-    of another process count has no position for this split of the records: the iterator then
-    starts afresh, said in a warning."""
+def _own_data_state(saved: dict, step: int, index: int | None = None,
+                    count: int | None = None) -> dict | None:
+    """Process `index` of `count`'s data iterator state out of a step's `data` item (default:
+    this process of this run).
+
+    Every process reads its own rows of the same global batches (`data.loader.HostRows`), so a
+    position counts global batches and is the same on every host: a step written by another
+    process count resumes exactly where all of its hosts agree. Positions that disagree (never
+    written by this loader) cannot be split anew: the iterator then starts afresh, said in a
+    warning."""
+    index = jax.process_index() if index is None else index
+    count = jax.process_count() if count is None else count
     if "processes" not in saved:  # written before positions were kept per process
         saved = {"processes": [saved]}
     positions = saved["processes"]
-    if len(positions) != jax.process_count():
-        logging.warning("checkpoint step %d holds the data positions of %d processes, this run "
-                        "has %d: the data iterator starts afresh (seen records may come again)",
-                        step, len(positions), jax.process_count())
-        return None
-    return positions[jax.process_index()]
+    if len(positions) == count:
+        return positions[index]
+    if all(p == positions[0] for p in positions):
+        logging.info("checkpoint step %d holds the data positions of %d processes, this run has "
+                     "%d: all at the same global batch, where this run resumes", step,
+                     len(positions), count)
+        return positions[0]
+    logging.warning("checkpoint step %d holds %d processes' data positions that disagree, this "
+                    "run has %d: the data iterator starts afresh (seen records may come again)",
+                    step, len(positions), count)
+    return None
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
