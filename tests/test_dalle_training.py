@@ -112,19 +112,63 @@ def test_gradient_accumulation_equals_one_big_batch():
     one = jax.devices()[:1]
     _, state_big, step_big = _setup(big, {"data": 1}, one)
     _, state_acc, step_acc = _setup(small, {"data": 1}, one)
-    state_big, _ = step_big(state_big, batch)
+    state_big, m_big = step_big(state_big, batch)
     before = jax.device_get(state_acc["params"])
-    state_acc, _ = step_acc(state_acc, jax.tree.map(lambda x: x[:4], batch))
-    for a, b in zip(jax.tree.leaves(state_acc["params"]), jax.tree.leaves(before)):
-        np.testing.assert_array_equal(np.asarray(a), b)  # the first half only accumulates
-    state_acc, _ = step_acc(state_acc, jax.tree.map(lambda x: x[4:], batch))
+    ema_before = jax.device_get(state_acc["ema"])
+    state_acc, m1 = step_acc(state_acc, jax.tree.map(lambda x: x[:4], batch))
+    for key, was in (("params", before), ("ema", ema_before)):  # the first half only accumulates
+        for a, b in zip(jax.tree.leaves(state_acc[key]), jax.tree.leaves(was)):
+            np.testing.assert_array_equal(np.asarray(a), b)
+    state_acc, m2 = step_acc(state_acc, jax.tree.map(lambda x: x[4:], batch))
     changed = 0
-    for a, b, c in zip(jax.tree.leaves(state_acc["params"]), jax.tree.leaves(state_big["params"]),
-                       jax.tree.leaves(before)):
-        # Adam's first step is about ±lr per weight, so a gradient near 0 can move a little.
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-        changed += int(not np.allclose(np.asarray(b), c))
-    assert changed > 10  # the update happened, and it is the big batch's update
+    for key in ("params", "ema"):  # the EMA moves once, with the warm-up of a first update
+        for a, b, c in zip(jax.tree.leaves(state_acc[key]), jax.tree.leaves(state_big[key]),
+                           jax.tree.leaves(before)):
+            # Adam's first step is about ±lr per weight, so a gradient near 0 can move a little.
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+            changed += int(not np.allclose(np.asarray(b), c))
+    assert changed > 20  # the update happened, and it is the big batch's update
+    # Both micro-batches log the learning rate of the one update they make (schedule at update 0).
+    assert float(m1["learning_rate"]) == float(m2["learning_rate"]) == float(m_big["learning_rate"])
+    state_acc, m3 = step_acc(state_acc, jax.tree.map(lambda x: x[:4], batch))
+    assert float(m3["learning_rate"]) == pytest.approx(
+        float(dalle_optimizer.learning_rate(small.optimizer)(1)))
+
+
+def test_the_plateau_judges_the_mean_loss_of_an_accumulated_update():
+    """With gradients accumulated over micro-batches, `reduce_on_plateau` sees the mean of their
+    losses (not the last one's), and the logged learning rate carries its scale."""
+    o = load("dalle", "tiny").optimizer
+    o.update(decay="plateau", warmup_steps=1, plateau_patience=1, plateau_cooldown=0,
+             plateau_window=1, grad_clip_norm=0.0, weight_decay=0.0, accumulate_steps=2)
+    tx, schedule = dalle_optimizer.make(o), dalle_optimizer.learning_rate(o)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    logged = []
+    for t, value in enumerate([1.0, 3.0] * 4):
+        _, after = tx.update({"w": jnp.ones(3)}, state, params, value=jnp.float32(value))
+        logged.append(float(train_state.learning_rate_in_use(state, after, schedule, t)))
+        state = after
+        if t == 1:
+            plateau = state.inner.inner_opt_state[-1]
+            assert float(plateau.best_value) == 2.0  # the mean of 1 and 3, not 3
+    assert int(state.inner.gradient_step) == 4 and float(state.total) == 0.0
+    # The same mean every update: a plateau, so the step halves, and the log says so.
+    scale = float(state.inner.inner_opt_state[-1].scale)
+    assert scale < 1.0 and logged[-1] == pytest.approx(float(schedule(3)) * scale)
+    assert logged[0] == logged[1] == float(schedule(0))
+
+
+def test_ema_update_is_the_warmed_up_average_and_a_held_step_keeps_it():
+    ema, params = {"w": jnp.full(2, 4.0)}, {"w": jnp.zeros(2)}
+    np.testing.assert_allclose(train_state.ema_update(ema, params, 0.99)["w"], 3.96)
+    d = 1.0 / 10.0  # (1 + 0) / (10 + 0): a first update is mostly the new parameters
+    np.testing.assert_allclose(train_state.ema_update(ema, params, 0.99, jnp.int32(0))["w"], 4 * d)
+    d = min(0.99, 1001 / 1010)
+    np.testing.assert_allclose(train_state.ema_update(ema, params, 0.99, jnp.int32(1000))["w"],
+                               4 * d, rtol=1e-6)
+    held = train_state.ema_update(ema, {"w": jnp.full(2, 1e30)}, 0.99, jnp.int32(3), apply=False)
+    np.testing.assert_array_equal(held["w"], ema["w"])
 
 
 def test_activations_are_pinned_by_the_rules():

@@ -38,7 +38,9 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
                                        value=loss)
         t, finite = state["step"], jnp.isfinite(loss)
         metrics = dict(aux, loss=loss, finite=finite.astype(jnp.float32),
-                       grad_norm=optax.global_norm(grads), learning_rate=learning_rate(t))
+                       grad_norm=optax.global_norm(grads),
+                       learning_rate=train_state.learning_rate_in_use(
+                           state["opt_state"], new["opt_state"], learning_rate, t))
         return new, metrics
 
     return jax.jit(step, in_shardings=(spec.shardings, _batch_shardings(spec.mesh)),

@@ -88,14 +88,42 @@ def create(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation,
     return spec, jax.jit(init, out_shardings=shardings)()
 
 
-def ema_update(ema: dict, params: dict, decay: float, step: jax.Array | None = None) -> dict:
+def ema_update(ema: dict, params: dict, decay: float, step: jax.Array | None = None,
+               apply: jax.Array | bool = True) -> dict:
     """d · ema + (1 − d) · params, leaf by leaf, with d = min(decay, (1 + step) / (10 + step)).
 
     The warm-up of d (as in TensorFlow's moving averages with `num_updates`) keeps the average of
-    a short or young run from being mostly the initial parameters.
+    a short or young run from being mostly the initial parameters. Where `apply` is false
+    (a micro-step that only accumulates gradients) d is 1 and the average stays as it is, exactly.
     """
     d = decay if step is None else jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    d = jnp.where(apply, d, 1.0)
     return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+
+
+def _find(opt_state, kind):
+    """The first sub-state of type `kind` in an optax state, or None."""
+    for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kind)):
+        if isinstance(s, kind):
+            return s
+    return None
+
+
+def updates_done(opt_state) -> jax.Array | None:
+    """How many parameter updates an `optax.MultiSteps` state has applied (None without one):
+    with gradient accumulation, a step counts micro-batches and this counts updates."""
+    multi = _find(opt_state, optax.MultiStepsState)
+    return None if multi is None else multi.gradient_step
+
+
+def learning_rate_in_use(before, after, schedule: optax.Schedule, step: jax.Array) -> jax.Array:
+    """The learning rate of the update from optimizer state `before` to `after`: `schedule` at
+    the optimizer's own count of updates (not of micro-batches; `step` where it keeps none),
+    times the scale `reduce_on_plateau` applied, where there is one."""
+    counter = _find(before, optax.ScaleByScheduleState)
+    lr = schedule(step if counter is None else counter.count)
+    plateau = _find(after, optax.contrib.ReduceLROnPlateauState)
+    return lr if plateau is None else lr * plateau.scale
 
 
 def apply_update(spec: StateSpec, state: dict, grads: dict, loss: jax.Array, ema_decay: float,
@@ -105,7 +133,8 @@ def apply_update(spec: StateSpec, state: dict, grads: dict, loss: jax.Array, ema
     A non-finite loss keeps the old params, optimizer state, EMA and extra; the step (and so the
     data) advances either way, and so do the optimizer's schedule counters, so that learning-rate
     schedules keep following the step as the other schedules do. `update_args` go to the optimizer
-    (e.g. `value=loss`).
+    (e.g. `value=loss`). Under gradient accumulation (`optax.MultiSteps`) the EMA moves, and its
+    warm-up counts, with the parameter updates only, not with every micro-batch.
     """
     t = state["step"]
 
@@ -113,8 +142,13 @@ def apply_update(spec: StateSpec, state: dict, grads: dict, loss: jax.Array, ema
         updates, opt_state = spec.tx.update(grads, state["opt_state"], state["params"],
                                             **update_args)
         params = optax.apply_updates(state["params"], updates)
-        return {"step": t + 1, "params": params, "opt_state": opt_state,
-                "ema": ema_update(state["ema"], params, ema_decay, t),
+        done = updates_done(opt_state)
+        if done is None:
+            ema = ema_update(state["ema"], params, ema_decay, t)
+        else:  # this micro-batch completed an update iff the count moved
+            applied = done > updates_done(state["opt_state"])
+            ema = ema_update(state["ema"], params, ema_decay, done - 1, apply=applied)
+        return {"step": t + 1, "params": params, "opt_state": opt_state, "ema": ema,
                 "extra": state["extra"] if extra is None else extra}
 
     def keep(state, grads):
