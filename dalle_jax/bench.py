@@ -19,17 +19,19 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from dalle_jax.cli import fail, parse_flags
+from dalle_jax.cli import fail, parse_flags, print_commands, wants_help
 from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 
 def _dvae(config, args):
+    """Stage-1 training and encoding throughput of a dVAE config, against a matmul peak."""
     from dalle_jax.benchmarks import dvae
 
     return dvae.run(config, seconds=args["seconds"])
 
 
 def _plan(config, args):
+    """Parameter count and per-device memory of a transformer config on a mesh (no devices)."""
     from dalle_jax.benchmarks import plan
 
     if not args["mesh"]:
@@ -38,6 +40,7 @@ def _plan(config, args):
 
 
 def _compile(config, args):
+    """Compiles a step for a TPU topology on this machine: XLA's memory and collectives."""
     from dalle_jax.benchmarks import compile as compile_bench
     from dalle_jax.benchmarks import plan
 
@@ -49,6 +52,7 @@ def _compile(config, args):
 
 
 def _train(config, args):
+    """Transformer training throughput and model-FLOPs utilisation; the attention op alone."""
     from dalle_jax.benchmarks import train
 
     if args["attention"]:
@@ -64,6 +68,7 @@ def _train(config, args):
 
 
 def _sample(config, args):
+    """Sampler time per image, cached against uncached."""
     from dalle_jax.benchmarks import sample
 
     batches = tuple(int(b) for b in args["batches"].split(",") if b.strip())
@@ -79,6 +84,8 @@ BENCHMARKS = {"dvae": _dvae, "plan": _plan, "compile": _compile, "train": _train
 
 def main(argv: list[str]) -> None:
     """`bench NAME --config=…`: runs one benchmark and prints its JSON."""
+    if argv and wants_help(argv[:1]):
+        print_commands("python -m dalle_jax.bench", __doc__, BENCHMARKS)
     if not argv or argv[0] not in BENCHMARKS:
         fail(f"usage: python -m dalle_jax.bench {{{','.join(BENCHMARKS)}}} --config=FILE[:preset]")
     name, rest = argv[0], argv[1:]

@@ -40,8 +40,60 @@ def join_hosts() -> None:
         fail(str(e))
 
 
+HELP = ("--help", "-h", "--helpfull", "--helpshort")
+
+
+def wants_help(argv: list[str]) -> bool:
+    """Whether the command line asks for help."""
+    return any(a in HELP for a in argv)
+
+
+def print_commands(prog: str, doc: str | None, commands: dict) -> None:
+    """For an entry point of several commands: its docstring and each command's first docstring
+    line, then exits 0 (`prog COMMAND --help` tells a command's flags)."""
+    print(f"usage: {prog} COMMAND [flags]   ({prog} COMMAND --help: its flags)\n")
+    if doc:
+        print(doc.strip() + "\n")
+    print("commands:")
+    for name, fn in commands.items():
+        first = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        print(f"  {name}: {re.sub(r'^`[^`]*`: *', '', first)}")
+    sys.exit(0)
+
+
+def print_help(prog: str, doc: str | None) -> None:
+    """Prints `doc` (an entry point's docstring) and the project's own flags, one line each
+    (`--name (default): help`), then exits 0. Flags of the libraries (absl, JAX, grain, …) are
+    left out."""
+    print(f"usage: {prog} [flags]\n")
+    if doc:
+        print(doc.strip() + "\n")
+    by_module = flags.FLAGS.flags_by_module_dict()
+    own = sorted({fl.name: fl for module, found in by_module.items()
+                  if "dalle_jax" in module for fl in found}.values(), key=lambda fl: fl.name)
+    required = _required()
+    print("flags:")
+    for fl in own:
+        default = "required" if fl.name in required else ((fl.default_as_str or "none").strip("'") or "''")
+        print(f"  --{fl.name} ({default}): {' '.join((fl.help or '').split())}")
+    sys.exit(0)
+
+
+def _required() -> set[str]:
+    """Names of the flags marked as required (absl keeps them as validators)."""
+    names = set()
+    for fl in flags.FLAGS._flags().values():
+        for v in getattr(fl, "validators", []):
+            if "other than None" in (getattr(v, "message", "") or ""):
+                names.add(fl.name)
+    return names
+
+
 def parse_flags(prog: str, argv: list[str]) -> None:
-    """Parses absl flags (incl. `--config=…:preset --config.a.b=…`); bad ones end in `fail`."""
+    """Parses absl flags (incl. `--config=…:preset --config.a.b=…`); bad ones end in `fail`.
+    `--help` prints the entry point's docstring and flags (`print_help`) and exits."""
+    if wants_help(argv):
+        print_help(prog, getattr(sys.modules.get("__main__"), "__doc__", None))
     try:
         flags.FLAGS([prog, *argv])
     except (AttributeError, KeyError) as e:  # ml_collections: unknown config field

@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from dalle_jax.cli import fail, join_hosts, parse_flags
+from dalle_jax.cli import fail, join_hosts, parse_flags, print_commands, wants_help
 from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 USAGE = "usage: python -m dalle_jax.data {prepare,inspect,encode} [flags]  (--help on each)"
@@ -104,6 +104,8 @@ COMMANDS = {"prepare": prepare_main, "inspect": inspect_main, "encode": encode_m
 
 def main(argv: list[str]) -> None:
     """Dispatches to a command."""
+    if argv and wants_help(argv[:1]):
+        print_commands("python -m dalle_jax.data", __doc__, COMMANDS)
     if not argv or argv[0] not in COMMANDS:
         fail(f"unknown command {argv[0]!r}; {USAGE}" if argv else USAGE)
     COMMANDS[argv[0]](argv[1:])
