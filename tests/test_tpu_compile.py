@@ -29,9 +29,13 @@ def _tensor_gathers_in_loop(out: dict) -> int:
                if "tensor" in axes and "in loop" in axes)
 
 
-@pytest.mark.parametrize("attention", ["splash", "blocksparse"])
-@pytest.mark.parametrize("mesh", MESHES)
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+# `tiny` (4 layers unrolled) on every mesh with both attentions; `small` (8 layers, scanned
+# under remat) where the scan changes what is gathered: FSDP with tensor parallelism.
+CASES = [("tiny", mesh, attention) for mesh in MESHES for attention in ("splash", "blocksparse")]
+CASES += [("small", "fsdp2-tensor2", attention) for attention in ("splash", "blocksparse")]
+
+
+@pytest.mark.parametrize("preset,mesh,attention", CASES)
 def test_the_train_step_compiles_for_v5e(preset, mesh, attention):
     config = load("dalle", preset, **{"model.attention": attention, "model.dtype": "bfloat16"})
     out = compile_bench.run(config, topology="v5e:2x2", mesh_axes=MESHES[mesh])
@@ -139,21 +143,9 @@ def test_bench_compile_prints_one_json_line_and_names_bad_input():
     assert wrong.returncode != 0 and "needs 8 devices" in wrong.stderr
 
 
-def test_paper_widths_keep_tensor_parallel_weights_split_in_the_layer_loop():
-    """At the paper's widths (3968, 62 heads in 64 slots, MLP 15872), two layers: the layer loop
-    gathers weights over `fsdp` only, never over `tensor`."""
-    config = load("dalle", "paper", **{"model.depth": 2, "data.global_batch_size": 4})
-    out = compile_bench.run(config, topology="v5p:2x2x1", mesh_axes={"fsdp": 2, "tensor": 2})
-    assert out["replicated"] == [] and out["unsplit_rules"] == []
-    assert _tensor_gathers_in_loop(out) == 0
-    assert out["collectives_by_axis"]["all-gather"].get("fsdp in loop", 0) > 0
-
-
 def _full_all_reduces_in_loop(text: str, min_elements: int) -> list[str]:
     """Shapes of the all-reduces inside loops (not those of TPU reduce-scatter fusions) with at
     least `min_elements` elements."""
-    import re
-
     inside = hlo_text._loop_computations(text)
     found = []
     for computation, kind, line in hlo_text._collective_lines(text):
@@ -165,24 +157,32 @@ def _full_all_reduces_in_loop(text: str, min_elements: int) -> list[str]:
     return found
 
 
-def test_fsdp_weight_gradients_are_reduce_scattered_at_paper_widths():
-    """Every layer weight's gradient leaves the layer loop reduce-scattered over `fsdp`; none is
-    all-reduced at full size (as qkv's was, its (3968, 3, 64, 64) layout putting the width
-    minor)."""
-    config = load("dalle", "paper", **{"model.depth": 2, "data.global_batch_size": 8})
-    devices = topology_devices("v5p:2x2x1")
+def test_paper_widths_split_every_weight_and_reduce_scatter_its_gradient():
+    """At the paper's widths (3968, 62 heads in 64 slots, MLP 15872), two layers, on fsdp 2 ×
+    tensor 2: the layer loop gathers weights over `fsdp` only, never over `tensor`, and every
+    layer weight's gradient leaves it reduce-scattered over `fsdp`; none is all-reduced at full
+    size (as qkv's was, its (3968, 3, 64, 64) layout putting the width minor). The loop's
+    full-size all-reduces are tensor parallelism's activations, (batch · tokens, width)."""
+    config = load("dalle", "paper", **{"model.depth": 2, "data.global_batch_size": 4})
     from dalle_jax.parallel.mesh import make_mesh
 
-    mesh = make_mesh({"fsdp": 4}, devices=devices)
-    _, programs = compile_bench.step_programs(config, mesh, "train")
+    mesh = make_mesh({"fsdp": 2, "tensor": 2}, devices=topology_devices("v5p:2x2x1"))
+    spec, programs = compile_bench.step_programs(config, mesh, "train")
     _, fn, args = programs[0]
+    assert compile_bench.whole_parameters(args[0]["params"]) == [] and spec.unsplit == ()
     text = fn.lower(*args).compile().as_text()
-    assert _full_all_reduces_in_loop(text, 2 ** 20) == []
-    # qkv, out, mlp_in and mlp_out, however XLA groups them into fused reduce-scatters
-    scattered = re.findall(r"^%all-reduce-scatter\S* \((.*)\) ->", text, re.M)
-    shapes = " ".join(scattered)
-    for weight in ("f32[3968,3,4096]", "f32[4096,3968]", "f32[3968,15872]", "f32[15872,3968]"):
-        assert weight in shapes, (weight, scattered)
+    by_axis = hlo_text.collectives_by_axis(text, mesh)
+    assert _tensor_gathers_in_loop({"collectives_by_axis": by_axis}) == 0
+    assert by_axis["all-gather"].get("fsdp in loop", 0) > 0
+    # qkv, out, mlp_in and mlp_out (each split over tensor), however XLA groups them into fused
+    # reduce-scatters
+    weights = ("3968,3,2048", "2048,3968", "3968,7936", "7936,3968")
+    shapes = " ".join(re.findall(r"^%all-reduce-scatter\S* \((.*)\) ->", text, re.M))
+    for weight in weights:
+        assert f"f32[{weight}]" in shapes, (weight, shapes)
+    full = _full_all_reduces_in_loop(text, 2 ** 20)
+    assert not set(full) & set(weights), full
+    assert set(full) <= {"2560,3968"}, full  # 2 rows × 1280 tokens of each fsdp shard
 
 
 def test_a_missing_libtpu_names_the_install(monkeypatch):
