@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 
 from dalle_jax.parallel import hosts
-from tests.test_multihost import ROOT, _env, _free_port
+from tests.helpers.processes import ROOT, env, free_port
 
 SCRIPT = os.path.join(ROOT, "tests", "helpers", "two_host_calls.py")
 
 
 def test_two_processes_gather_write_first_and_hear_of_a_failure():
-    port = _free_port()
+    port = free_port()
     procs = [subprocess.Popen([sys.executable, SCRIPT], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
-                              env=_env(1, DALLE_JAX_COORDINATOR=f"127.0.0.1:{port}",
+                              env=env(1, DALLE_JAX_COORDINATOR=f"127.0.0.1:{port}",
                                        DALLE_JAX_NUM_PROCESSES="2", DALLE_JAX_PROCESS_ID=str(i)))
              for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]

@@ -1,28 +1,9 @@
-"""Joining a multi-host run: the environment that starts JAX's distributed runtime is checked;
-and the helpers (a child environment, a free port) of the tests that start processes on loopback."""
-
-import os
-import socket
+"""Joining a multi-host run: the environment that starts JAX's distributed runtime is checked."""
 
 import jax
 import pytest
 
 from dalle_jax.parallel.distributed import initialize_from_env
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _env(devices, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DALLE_JAX_")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-               PYTHONPATH=ROOT, **extra)
-    return env
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_environment_is_checked(monkeypatch):

@@ -3,80 +3,15 @@ devices each), sharing one fresh data_dir and one workdir, against one process w
 
 Both processes prepare the same data and tokenizer without racing, encode their own shares of the
 records, train, write each shared file once, and end with the losses, codes and samples of the
-one-process run; a SIGTERM to one of them stops both at the same step with a checkpoint holding
-each process's data position, and the same command resumes both from it onto the curve of an
-uninterrupted run."""
+one-process run."""
 
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 from PIL import Image
 
-from tests.test_multihost import _env, _free_port
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 600
-
-
-def _launch(module: str, args: list[str]) -> list[subprocess.Popen]:
-    """`python -m module args` as processes 0 and 1 of a two-process run."""
-    port = _free_port()
-    return [subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=_env(2, DALLE_JAX_COORDINATOR=f"127.0.0.1:{port}",
-                                      DALLE_JAX_NUM_PROCESSES="2", DALLE_JAX_PROCESS_ID=str(i)))
-            for i in range(2)]
-
-
-def _finish(procs) -> list[tuple[str, str]]:
-    """Both processes' (stdout, stderr); both logs are shown if either fails or hangs."""
-    try:
-        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        outs = [p.communicate() for p in procs]
-        raise AssertionError("timed out:\n" + _logs(outs)) from None
-    assert all(p.returncode == 0 for p in procs), _logs(outs, procs)
-    return outs
-
-
-def _logs(outs, procs=None) -> str:
-    return "\n".join(f"--- process {i} (exit {p.returncode if procs else '?'}) ---\n{err[-2500:]}"
-                     for i, ((_, err), p) in enumerate(zip(outs, procs or [None] * len(outs))))
-
-
-def _one(module: str, args: list[str]) -> str:
-    """`python -m module args` as one process with four devices; its stdout."""
-    run = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=_env(4),
-                         capture_output=True, text=True, timeout=TIMEOUT)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run.stdout
-
-
-def _records(workdir, split="train") -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        lines = [line for line in f if line.endswith("\n")]
-    return [r for r in map(json.loads, lines) if r["split"] == split]
-
-
-def _same_curve(a: list[dict], b: list[dict]) -> None:
-    assert [r["step"] for r in a] == [r["step"] for r in b] and a
-    for x, y in zip(a, b):
-        for key in ("loss", "learning_rate"):
-            if key in x:
-                np.testing.assert_allclose(x[key], y[key], rtol=2e-4, atol=1e-6,
-                                           err_msg=f"step {x['step']} {key}")
-
+from tests.helpers import processes as proc
 
 def _codes(data_dir: str, name: str, split: str) -> list[tuple]:
     from dalle_jax.data import sources
@@ -93,13 +28,14 @@ def test_quickstart_as_two_processes_equals_one_process_with_four_devices(tmp_pa
     # so each host holds and checkpoints only its shards.
     config = ["--config=configs/quickstart.py:tiny", f"--config.data_dir={data_dir}",
               "--config.dalle.mesh.data=2", "--config.dalle.mesh.fsdp=2"]
-    outs = _finish(_launch("dalle_jax.train", [*config, f"--workdir={two}"]))
+    outs = proc.finish(proc.launch("dalle_jax.train", [*config, f"--workdir={two}"]))
     assert outs[0][0].strip().splitlines()[-1] == outs[1][0].strip().splitlines()[-1]
-    _one("dalle_jax.train", [*config, f"--workdir={one}"])
+    proc.one("dalle_jax.train", [*config, f"--workdir={one}"])
 
     for stage in ("dvae", "dalle", "clip"):
-        _same_curve(_records(os.path.join(two, stage)), _records(os.path.join(one, stage)))
-        _same_curve(_records(os.path.join(two, stage), "eval"), _records(os.path.join(one, stage), "eval"))
+        for split in ("train", "eval"):
+            proc.same_curve(proc.records(os.path.join(two, stage), split),
+                            proc.records(os.path.join(one, stage), split))
         with open(os.path.join(two, stage, "metrics.jsonl")) as f:  # one writer
             steps = [json.loads(line)["step"] for line in f if '"train"' in line]
         assert steps == sorted(set(steps))
@@ -121,9 +57,9 @@ def test_quickstart_as_two_processes_equals_one_process_with_four_devices(tmp_pa
     # `evaluate` as two processes equals one process restoring the two-process checkpoints (the
     # transformer's fsdp shards, its dVAE): the split's loss and the judged samples.
     args = [f"--workdir={os.path.join(two, 'dalle')}", "--num_captions=2", "--num_batches=2"]
-    outs = _finish(_launch("dalle_jax.evaluate", args))
+    outs = proc.finish(proc.launch("dalle_jax.evaluate", args))
     got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-    want = json.loads(_one("dalle_jax.evaluate", args).strip().splitlines()[-1])
+    want = json.loads(proc.one("dalle_jax.evaluate", args).strip().splitlines()[-1])
     assert got[0] == got[1]
     _close(got[0], want)
 
@@ -140,49 +76,10 @@ def _close(got, want, where="") -> None:
         assert got == want, where
 
 
-def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_onto_the_same_curve(tmp_path):
-    workdir, data_dir = str(tmp_path / "work"), str(tmp_path / "data")
-    args = ["--config=configs/dvae.py:tiny", f"--workdir={workdir}",
-            f"--config.data.data_dir={data_dir}", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=1000", "--config.train.eval_every=1000",
-            "--config.train.image_every=4"]
-    procs = _launch("dalle_jax.train", [*args, "--config.train.num_steps=3000"])
-    deadline = time.time() + 480
-    while len(_records(workdir)) < 5 and time.time() < deadline:
-        assert all(p.poll() is None for p in procs), _logs([p.communicate() for p in procs], procs)
-        time.sleep(0.5)
-    procs[1].send_signal(signal.SIGTERM)  # the notice reaches one host only
-    outs = _finish(procs)
-    saved = [re.findall(r"SIGTERM: saved step (\d+)", err) for _, err in outs]
-    assert saved[0] and saved[0] == saved[1], _logs(outs, procs)
-    step = int(saved[0][0])
-    assert 5 <= step < 3000
-    ckpt = os.path.join(workdir, "checkpoints", str(step))
-    with open(os.path.join(ckpt, "data", "metadata")) as f:
-        positions = json.load(f)["processes"]
-    assert len(positions) == 2  # each host's own position in its rows of the batches
-    assert os.path.exists(os.path.join(workdir, "tokenizer.json"))
-    assert os.path.exists(os.path.join(workdir, "images", "recon_0000004.png"))
-    assert [r["step"] for r in _records(workdir)] == list(range(1, step + 1))  # one writer
-
-    resumed = _finish(_launch("dalle_jax.train", [*args, f"--config.train.num_steps={step + 2}"]))
-    for _, err in resumed:
-        assert f"training dvae from step {step} to {step + 2}" in err, err[-2000:]
-    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in resumed]
-    assert results[0] == results[1] and results[0]["eval"]["images"] > 0
-
-    # An uninterrupted one-process run of as many steps draws the same curve.
-    uninterrupted = str(tmp_path / "uninterrupted")
-    _one("dalle_jax.train", [*(a for a in args if not a.startswith("--workdir")),
-                             f"--workdir={uninterrupted}", f"--config.train.num_steps={step + 2}"])
-    _same_curve(_records(workdir), _records(uninterrupted))
-    _same_curve(_records(workdir, "eval"), _records(uninterrupted, "eval"))
-
-
 def test_data_prepare_as_two_processes_writes_one_dataset(tmp_path):
     args = ["prepare", "--dataset=shapes", f"--data_dir={tmp_path}", "--resolution=32",
             "--num_train=24", "--num_validation=8", "--num_test=8", "--num_heldout=8"]
-    outs = _finish(_launch("dalle_jax.data", args))
+    outs = proc.finish(proc.launch("dalle_jax.data", args))
     summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     assert summaries[0] == summaries[1]
     assert summaries[0]["splits"] == {"train": 24, "validation": 8, "test": 8, "heldout": 8}
