@@ -56,7 +56,7 @@ def print_commands(prog: str, doc: str | None, commands: dict) -> None:
         print(doc.strip() + "\n")
     print("commands:")
     for name, fn in commands.items():
-        first = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        first = fn.__doc__.strip().splitlines()[0] if fn.__doc__ else ""
         print(f"  {name}: {re.sub(r'^`[^`]*`: *', '', first)}")
     sys.exit(0)
 

@@ -24,8 +24,9 @@ MESHES = {"data4": {"data": 4}, "data2-tensor2": {"data": 2, "tensor": 2},
           "fsdp2-tensor2": {"fsdp": 2, "tensor": 2}}
 
 
-def _tensor_gathers_in_loop(out: dict) -> int:
-    return sum(n for axes, n in out["collectives_by_axis"].get("all-gather", {}).items()
+def _tensor_gathers_in_loop(by_axis: dict) -> int:
+    """All-gathers over `tensor` inside loops, from `collectives_by_axis`."""
+    return sum(n for axes, n in by_axis.get("all-gather", {}).items()
                if "tensor" in axes and "in loop" in axes)
 
 
@@ -47,7 +48,7 @@ def test_the_train_step_compiles_for_v5e(preset, mesh, attention):
     assert out["attention_kernel"] == sum(n for k, n in out["tpu_kernels"].items()
                                           if k.startswith("splash_mha"))
     # tensor parallelism multiplies each shard's heads; no weight is gathered over `tensor`
-    assert _tensor_gathers_in_loop(out) == 0
+    assert _tensor_gathers_in_loop(out["collectives_by_axis"]) == 0
     if "tensor" in MESHES[mesh] or "fsdp" in MESHES[mesh]:
         assert out["replicated"] == []
     if mesh == "fsdp2-tensor2" and preset == "small":  # FSDP: each layer's weights gathered
@@ -172,7 +173,7 @@ def test_paper_widths_split_every_weight_and_reduce_scatter_its_gradient():
     assert compile_bench.whole_parameters(args[0]["params"]) == [] and spec.unsplit == ()
     text = fn.lower(*args).compile().as_text()
     by_axis = hlo_text.collectives_by_axis(text, mesh)
-    assert _tensor_gathers_in_loop({"collectives_by_axis": by_axis}) == 0
+    assert _tensor_gathers_in_loop(by_axis) == 0
     assert by_axis["all-gather"].get("fsdp in loop", 0) > 0
     # qkv, out, mlp_in and mlp_out (each split over tensor), however XLA groups them into fused
     # reduce-scatters
@@ -200,7 +201,6 @@ def test_embedding_tables_are_gathered_not_the_looked_up_rows():
     device looks up its own batch rows. Left to itself, XLA's TPU compiler looks the ids of the
     global batch up in each width shard and all-gathers the rows (at `paper` on 512 chips,
     7.75 GiB per device)."""
-    import re
 
     import jax
     import jax.numpy as jnp
