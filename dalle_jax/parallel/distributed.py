@@ -18,6 +18,8 @@ from typing import Mapping
 
 import jax
 
+from dalle_jax.parallel import hosts
+
 ENV_COORDINATOR = "DALLE_JAX_COORDINATOR"
 ENV_NUM_PROCESSES = "DALLE_JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "DALLE_JAX_PROCESS_ID"
@@ -40,6 +42,7 @@ def initialize_from_env(environ: Mapping[str, str] | None = None) -> bool:
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num,
                                    process_id=pid)
+        hosts.join()
         logging.info("process %d of %d, coordinator %s", pid, num, coordinator)
         return True
     auto = env.get(ENV_AUTO, "")
@@ -48,6 +51,7 @@ def initialize_from_env(environ: Mapping[str, str] | None = None) -> bool:
     workers = [w for w in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if w]
     if auto == "auto" or (auto != "off" and len(workers) > 1):
         jax.distributed.initialize()
+        hosts.join()
         logging.info("cluster found by JAX: process %d of %d", jax.process_index(),
                      jax.process_count())
         return True

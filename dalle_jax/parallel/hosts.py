@@ -7,6 +7,13 @@ output replicated to every device); a SIGTERM that reaches any one host stops al
 same step (`StopVote`); and each host's small state (its data iterator position) travels to every
 host as JSON (`gather_json`), so the first process can save all of them. In a one-process run
 every function here is the plain local case and no collective is issued.
+
+Waiting is done by the coordination service (`jax.distributed`'s barrier, through orbax's
+`get_barrier_sync_fn`), never inside a device collective: a process that sits in a collective
+for a host that is still busy (preparing data, compiling) can time out — the CPU backend's gloo
+gives a new group of devices 30 s to meet — while a barrier waits as long as `WAIT_S`. Every
+exchange of data here starts with such a barrier, so its collective runs with every host already
+there.
 """
 
 from __future__ import annotations
@@ -19,8 +26,12 @@ from typing import Callable, TypeVar
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+from orbax.checkpoint import multihost as ocp_multihost
 
 T = TypeVar("T")
+
+WAIT_S = 24 * 3600  # how long a host waits for the others at a barrier (data preparation included)
+_used: dict[str, int] = {}  # barrier name -> times used: each use gets an id of its own
 
 
 def is_primary() -> bool:
@@ -28,10 +39,25 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-    """Blocks until every process reaches the barrier `name` (nothing in a one-process run)."""
+def barrier(name: str, timeout_s: int = WAIT_S) -> None:
+    """Blocks until every process reaches the barrier `name`, for at most `timeout_s` seconds
+    (nothing in a one-process run). Every process must pass the same barriers in the same order;
+    a name may be used again (each use is its own barrier)."""
+    if jax.process_count() == 1:
+        return
+    _used[name] = _used.get(name, 0) + 1
+    logging.debug("process %d waits at %r", jax.process_index(), name)
+    ocp_multihost.get_barrier_sync_fn()(key=f"dalle_jax: {name} #{_used[name]}",
+                                        timeout_ms=timeout_s * 1000)
+
+
+def join() -> None:
+    """Meets every other process once, at start-up: a barrier, then one collective over every
+    device, so the devices' communicator is made while all hosts are there (called by
+    `parallel.distributed.initialize_from_env`)."""
     if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f"dalle_jax: {name}")
+        barrier("joined")
+        multihost_utils.sync_global_devices("dalle_jax: joined")
 
 
 def primary_first(name: str, fn: Callable[[], T]) -> T:
@@ -72,6 +98,7 @@ def gather_json(value) -> list:
     """Every process's JSON-serialisable `value`, in process order, on every process."""
     if jax.process_count() == 1:
         return [value]
+    barrier("gather_json")
     data = np.frombuffer(json.dumps(value, sort_keys=True).encode(), np.uint8)
     most = int(np.max(multihost_utils.process_allgather(np.asarray([data.size], np.int32))))
     return [json.loads(bytes(part).decode()) for part in _gather_padded(data, most)]
@@ -96,6 +123,7 @@ def gather_rows(rows: np.ndarray, most: int) -> np.ndarray:
         raise ValueError(f"{len(rows)} rows, more than the {most} agreed on")
     if jax.process_count() == 1:
         return rows
+    barrier("gather_rows")
     return np.concatenate(_gather_padded(rows, most))
 
 

@@ -6,6 +6,7 @@ Run as: python two_host_calls.py (with DALLE_JAX_* set for process 0 or 1 of two
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -16,23 +17,27 @@ import numpy as np  # noqa: E402
 from dalle_jax.parallel import hosts  # noqa: E402
 from dalle_jax.parallel.distributed import initialize_from_env  # noqa: E402
 
+BUSY_S = 35
 initialize_from_env()
 me = jax.process_index()
 out = {"process": me}
-# Each host has a different number of rows (3 and 1); all get both, in process order.
-rows = np.full((3 - 2 * me, 2), me + 1, np.int32)
-out["rows"] = hosts.gather_rows(rows, 4).tolist()
-out["json"] = hosts.gather_json({"me": me, "text": "x" * (5 * me)})
 calls = []
 
 
 def prepare():
     calls.append(me)
+    if me == 0:  # busy for longer than gloo gives a new group of devices to meet (30 s)
+        time.sleep(BUSY_S)
     return f"made by {me}"
 
 
 out["first"] = hosts.primary_first("making a thing", prepare)
 out["calls"] = calls
+
+# Each host has a different number of rows (3 and 1); all get both, in process order.
+rows = np.full((3 - 2 * me, 2), me + 1, np.int32)
+out["rows"] = hosts.gather_rows(rows, 4).tolist()
+out["json"] = hosts.gather_json({"me": me, "text": "x" * (5 * me)})
 
 
 def broken():
