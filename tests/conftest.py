@@ -35,11 +35,12 @@ def tiny_dvae(tmp_path_factory):
 def tiny_codes(tiny_dvae, tmp_path_factory):
     """data_dir holding the `image_codes` of the tiny dVAE's train and validation splits."""
     from dalle_jax.data.image_codes import image_codes
+    from dalle_jax.training.dvae_inference import ImageCodec
 
     data_dir, workdir = tiny_dvae
     out = str(tmp_path_factory.mktemp("codes"))
-    image_codes.prepare(workdir, "shapes", data_dir, splits=("train", "validation"),
-                        out_data_dir=out)
+    image_codes.prepare(ImageCodec.load(workdir), "shapes", data_dir,
+                        splits=("train", "validation"), out_data_dir=out)
     return out
 
 

@@ -57,7 +57,7 @@ def test_evaluate_matches_the_runs_last_validation(trained):
 
 def test_encode_writes_codes_with_captions(trained, tmp_path):
     data_dir, workdir = trained
-    summary = image_codes.prepare(workdir, "shapes", data_dir, splits=("validation",),
+    summary = image_codes.prepare(ImageCodec.load(workdir), "shapes", data_dir, splits=("validation",),
                                   out_data_dir=str(tmp_path), batch_size=7)
     assert summary["dataset"] == "image_codes" and summary["splits"] == {"validation": 32}
     codes = sources.open_split("image_codes", str(tmp_path), "validation")
@@ -69,7 +69,7 @@ def test_encode_writes_codes_with_captions(trained, tmp_path):
     cap = codes[0]["caption"]
     assert (cap.decode() if isinstance(cap, bytes) else cap) == (
         lambda c: c.decode() if isinstance(c, bytes) else c)(source[order[0]]["caption"])
-    again = image_codes.prepare(workdir, "shapes", data_dir, splits=("validation",),
+    again = image_codes.prepare(ImageCodec.load(workdir), "shapes", data_dir, splits=("validation",),
                                 out_data_dir=str(tmp_path))
     assert again["path"] == summary["path"]  # prepared once, reused
     # The loader reads it as batches of codes (stage 2's input), in order when not shuffled.

@@ -113,12 +113,13 @@ def test_sample_command_names_bad_input_in_one_line(tiny_dalle, tmp_path):
 ])
 def test_sample_generate_names_bad_input(tiny_dalle, tmp_path, kw, error, fragment):
     from dalle_jax import sample
+    from dalle_jax.generation.grid import generate
 
     if kw.get("complete") == "IMAGE":
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
         kw["complete"] = str(tmp_path / "a.png")
     with pytest.raises(error, match=fragment):
-        sample.generate(workdir=tiny_dalle, out=str(tmp_path / "x.png"), **kw)
+        generate(workdir=tiny_dalle, out=str(tmp_path / "x.png"), **kw)
     with pytest.raises(ValueError, match="no prompt"):
         sample.read_prompts([], None)
 

@@ -9,7 +9,8 @@ import pytest
 
 from dalle_jax.data.shapes import render, scenes
 from dalle_jax.data.shapes.vocabulary import SHAPES
-from dalle_jax.evaluation import caption_parser, judge, shape_classifier, shapes_eval
+from dalle_jax.data.shapes import caption_parser
+from dalle_jax.evaluation import judge, shape_classifier, shapes_eval
 
 
 @pytest.fixture(scope="module")

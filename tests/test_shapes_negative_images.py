@@ -9,7 +9,7 @@ import pytest
 from dalle_jax.data.shapes import render, scenes
 from dalle_jax.data.shapes.negative_images import negative_image, negative_images
 from dalle_jax.data.shapes.vocabulary import COLOURS, DEFAULT_HELDOUT_PAIRS, POSITIONS, SHAPES
-from dalle_jax.evaluation.caption_parser import parse
+from dalle_jax.data.shapes.caption_parser import parse
 
 
 def _scene(index, heldout=False):

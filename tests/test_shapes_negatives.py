@@ -9,7 +9,7 @@ import pytest
 from dalle_jax.data.shapes import scenes
 from dalle_jax.data.shapes.negatives import negative_caption, negative_captions, parse_kinds
 from dalle_jax.data.shapes.vocabulary import COLOURS, DEFAULT_HELDOUT_PAIRS, SHAPES
-from dalle_jax.evaluation.caption_parser import parse
+from dalle_jax.data.shapes.caption_parser import parse
 
 
 def _captions(n, seed=0):

@@ -21,8 +21,9 @@ import numpy as np
 from etils import epath
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-PAD_TOKEN = "<pad>"
-PAD_ID = 0
+from dalle_jax.text_ids import PAD_ID
+
+PAD_TOKEN = "<pad>"  # the token at PAD_ID
 # The byte alphabet plus the pad marker: the smallest vocabulary that can encode any text.
 MIN_VOCAB_SIZE = len(pre_tokenizers.ByteLevel.alphabet()) + 1
 

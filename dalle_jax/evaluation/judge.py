@@ -19,7 +19,7 @@ from scipy import ndimage
 from dalle_jax.data.shapes.render import RADIUS
 from dalle_jax.data.shapes.vocabulary import BACKGROUNDS, COLOURS, POSITIONS, SHAPES
 from dalle_jax.evaluation import shape_classifier
-from dalle_jax.evaluation.caption_parser import Request
+from dalle_jax.data.shapes.caption_parser import Request
 
 _NAMES = list(COLOURS) + [f"background:{b}" for b in BACKGROUNDS]
 _PALETTE = np.asarray(list(COLOURS.values()) + list(BACKGROUNDS.values()), np.float32)

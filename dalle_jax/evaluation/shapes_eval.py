@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from dalle_jax.data import pipeline
-from dalle_jax.evaluation import caption_parser, judge, shape_classifier
+from dalle_jax.data.shapes import caption_parser
+from dalle_jax.evaluation import judge, shape_classifier
 from dalle_jax.generation.sampling import Settings
 from dalle_jax.parallel.partitioning import replicated
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dalle_jax.data.tokenizer import PAD_ID
+from dalle_jax.text_ids import PAD_ID
 from dalle_jax.generation import kv_cache
 from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.transformer import DalleTransformer

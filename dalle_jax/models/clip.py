@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from dalle_jax.data.tokenizer import PAD_ID
+from dalle_jax.text_ids import PAD_ID
 from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.dvae import Conv
 from dalle_jax.models.transformer import (DTYPES, Layers, block, compute_params, layer_norm,

@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from dalle_jax.data.tokenizer import PAD_ID
+from dalle_jax.text_ids import PAD_ID
 from dalle_jax.models import attention_masks
 from dalle_jax.models.attention import IMPLEMENTATIONS, attend
 from dalle_jax.xla_cpu import switch

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dalle_jax.data.tokenizer import PAD_ID
+from dalle_jax.text_ids import PAD_ID
 from dalle_jax.models.attention_masks import MASKED
 from dalle_jax.models.clip import Clip
 

@@ -43,7 +43,7 @@ class ImageCodec:
         config, spec, state, step = checkpoint.load_trained(
             workdir, "dvae", dvae_trainer.build, mesh_axes=mesh_axes, step=step)
         codec = cls(spec, state, step=step)
-        codec.config = config
+        codec.config, codec.workdir = config, workdir
         return codec
 
     def on_this_host(self) -> "ImageCodec":
@@ -58,6 +58,7 @@ class ImageCodec:
                                                       replicated(local)), whole)
         codec = ImageCodec(self.spec, state, step=self.step, mesh=local)
         codec.config = getattr(self, "config", None)
+        codec.workdir = getattr(self, "workdir", None)
         return codec
 
     def _sharded(self, x: np.ndarray) -> tuple[jax.Array, int]:

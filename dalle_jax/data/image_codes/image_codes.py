@@ -115,13 +115,12 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
             yield i, {"codes": codes, "caption": caption, "index": i}
 
 
-def prepare(dvae_workdir: str, dataset: str, data_dir: str, *, config: str | None = None,
+def prepare(codec, dataset: str, data_dir: str, *, config: str | None = None,
             splits: tuple[str, ...] | None = None, out_data_dir: str | None = None,
             batch_size: int = 64) -> dict:
-    """Encodes `splits` (default: all) of a prepared dataset with a stage-1 workdir; summary out."""
-    from dalle_jax.training.dvae_inference import ImageCodec
-
-    codec = ImageCodec.load(dvae_workdir)
+    """Encodes `splits` (default: all) of a prepared dataset with `codec`, a restored stage-1
+    model (`ImageCodec.load(dvae_workdir)`: it has `workdir`, `step`, `config`, `grid_scale`,
+    `encode` and `on_this_host`); summary out."""
     c = codec.config
     source = sources.open_builder(dataset, data_dir, config)
     have = sorted(source.info.splits)
@@ -134,7 +133,7 @@ def prepare(dvae_workdir: str, dataset: str, data_dir: str, *, config: str | Non
     source_config = source.builder_config.name if source.builder_config else ""
     options = dict(source_dataset=dataset, source_data_dir=absolute(data_dir),
                    source_config=source_config or (config or ""),
-                   dvae_workdir=absolute(dvae_workdir), dvae_step=codec.step,
+                   dvae_workdir=absolute(codec.workdir), dvae_step=codec.step,
                    grid=c.data.resolution // codec.grid_scale, vocab_size=c.model.vocab_size,
                    resolution=c.data.resolution, image_key=c.data.image_key,
                    caption_key=c.data.caption_key, splits=splits)

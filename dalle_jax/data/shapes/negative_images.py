@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 
 from dalle_jax.data.shapes.render import RADIUS, draw_shape
 from dalle_jax.data.shapes.vocabulary import COLOURS, SHAPES
-from dalle_jax.evaluation.caption_parser import parse
+from dalle_jax.data.shapes.caption_parser import parse
 
 
 @functools.lru_cache(maxsize=None)

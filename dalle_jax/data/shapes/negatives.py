@@ -17,7 +17,7 @@ import numpy as np
 
 from dalle_jax.data.shapes.vocabulary import (COLOURS, POSITION_PHRASES, RELATION_PHRASES,
                                               SHAPE_WORDS, article)
-from dalle_jax.evaluation.caption_parser import parse, spans
+from dalle_jax.data.shapes.caption_parser import parse, spans
 
 # kind → meaning → the words or phrases that say it (the grammar of `data.shapes.scenes`).
 _PHRASES = {"colour": {c: (c,) for c in COLOURS}, "shape": SHAPE_WORDS,
