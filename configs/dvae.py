@@ -146,7 +146,7 @@ def _tiny(c):
 
 
 def _shapes(c):
-    # Measured on this 2-core CPU (experiments/dvae_shapes): a narrow network (n_hid 16, 0.074 s
+    # Measured on a 2-core CPU (experiments/dvae_shapes): a narrow network (n_hid 16, 0.074 s
     # per step at batch 8, 2.3× the images/s of n_hid 32) taking many small steps, and a squared
     # error (`gaussian`) instead of the logit-Laplace, which at this length left the few object
     # pixels blurred (+3.5 dB at 1,200 steps).

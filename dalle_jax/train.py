@@ -1,7 +1,7 @@
 """Training entry point for every stage; the config's `model.family` picks the trainer.
 
   python -m dalle_jax.train --config=configs/dvae.py:shapes --workdir=workdirs/dvae_shapes
-  python -m dalle_jax.train --config=configs/dvae.py:tiny --workdir=/tmp/dvae --config.train.num_steps=20
+  python -m dalle_jax.train --config=configs/dvae.py:tiny --workdir=workdirs/dvae --config.train.num_steps=20
 
 Re-running the same command on the same workdir resumes from its newest checkpoint.
 """

@@ -17,18 +17,38 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
+
+
+def _built_once(tmp_path_factory, name: str, build) -> str:
+    """The directory `name`, made by `build(path)` once per test run: under pytest-xdist every
+    worker shares the run's base directory, and the first to get here builds while the others
+    wait for it instead of training the same model again at the same time."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's directory, above every worker's own
+    path, built = base / f"shared-{name}", base / f"shared-{name}.built"
+    with FileLock(str(path) + ".lock"):
+        if not built.exists():
+            path.mkdir(exist_ok=True)
+            build(str(path))
+            built.touch()
+    return str(path)
 
 
 @pytest.fixture(scope="session")
 def tiny_dvae(tmp_path_factory):
-    """(data_dir, workdir) of a `dvae.py:tiny` run on tiny `shapes` (trained once per session)."""
+    """(data_dir, workdir) of a `dvae.py:tiny` run on tiny `shapes` (trained once per run)."""
     from dalle_jax.training import dvae_trainer
     from tests.helpers.configs import load
 
-    root = tmp_path_factory.mktemp("dvae")
-    data_dir, workdir = str(root / "data"), str(root / "work")
-    dvae_trainer.train_and_evaluate(load("dvae", "tiny", **{"data.data_dir": data_dir}), workdir)
-    return data_dir, workdir
+    def build(root):
+        dvae_trainer.train_and_evaluate(
+            load("dvae", "tiny", **{"data.data_dir": os.path.join(root, "data")}),
+            os.path.join(root, "work"))
+
+    root = _built_once(tmp_path_factory, "dvae", build)
+    return os.path.join(root, "data"), os.path.join(root, "work")
 
 
 @pytest.fixture(scope="session")
@@ -38,29 +58,39 @@ def tiny_codes(tiny_dvae, tmp_path_factory):
     from dalle_jax.training.dvae_inference import ImageCodec
 
     data_dir, workdir = tiny_dvae
-    out = str(tmp_path_factory.mktemp("codes"))
-    image_codes.prepare(ImageCodec.load(workdir), "shapes", data_dir,
-                        splits=("train", "validation"), out_data_dir=out)
-    return out
+    return _built_once(tmp_path_factory, "codes", lambda out: image_codes.prepare(
+        ImageCodec.load(workdir), "shapes", data_dir, splits=("train", "validation"),
+        out_data_dir=out))
 
 
 @pytest.fixture(scope="session")
 def tiny_dalle(tiny_codes, tmp_path_factory):
-    """Workdir of a `dalle.py:tiny` run on the tiny dVAE's codes (trained once per session)."""
+    """Workdir of a `dalle.py:tiny` run on the tiny dVAE's codes (trained once per run)."""
     from dalle_jax.training import dalle_trainer
     from tests.helpers.configs import load
 
-    workdir = str(tmp_path_factory.mktemp("dalle"))
-    dalle_trainer.train_and_evaluate(load("dalle", "tiny", **{"data.data_dir": tiny_codes}), workdir)
-    return workdir
+    return _built_once(tmp_path_factory, "dalle", lambda workdir: dalle_trainer.train_and_evaluate(
+        load("dalle", "tiny", **{"data.data_dir": tiny_codes}), workdir))
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(tiny_dvae, tmp_path_factory):
-    """Workdir of a `clip.py:tiny` run on the tiny `shapes` data (trained once per session)."""
+    """Workdir of a `clip.py:tiny` run on the tiny `shapes` data (trained once per run)."""
     from dalle_jax.training import clip_trainer
     from tests.helpers.configs import load
 
-    workdir = str(tmp_path_factory.mktemp("clip"))
-    clip_trainer.train_and_evaluate(load("clip", "tiny", **{"data.data_dir": tiny_dvae[0]}), workdir)
-    return workdir
+    return _built_once(tmp_path_factory, "clip", lambda workdir: clip_trainer.train_and_evaluate(
+        load("clip", "tiny", **{"data.data_dir": tiny_dvae[0]}), workdir))
+
+
+# The longest files first, so that the two workers do not end on one long file each after all
+# the rest is done. This changes the order only, never which tests run.
+LONGEST_FIRST = ("test_multihost_train.py", "test_tpu_compile.py", "test_multihost_preemption.py",
+                 "test_generate.py", "test_dvae_sharding.py", "test_dvae_decoder_phase.py",
+                 "test_notebook.py", "test_dvae_training.py", "test_clip.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Puts the tests of `LONGEST_FIRST` at the front, in that order; the rest keep theirs."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

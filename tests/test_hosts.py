@@ -18,15 +18,17 @@ def test_two_processes_gather_write_first_and_hear_of_a_failure():
     port = free_port()
     procs = [subprocess.Popen([sys.executable, SCRIPT], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
-                              env=env(1, DALLE_JAX_COORDINATOR=f"127.0.0.1:{port}",
+                              env=env(2, DALLE_JAX_COORDINATOR=f"127.0.0.1:{port}",
                                        DALLE_JAX_NUM_PROCESSES="2", DALLE_JAX_PROCESS_ID=str(i)))
              for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(err[-2000:] for _, err in outs)
     first, second = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
+    # Each host added one per device of its own; the second came 32 s late to that sum.
+    assert first["devices"] == second["devices"] == first["device_count"] == 4
     assert first["rows"] == second["rows"] == [[1, 1]] * 3 + [[2, 2]]
     assert first["json"] == second["json"] == [{"me": 0, "text": ""}, {"me": 1, "text": "xxxxx"}]
-    # The first process made it, busy for 35 s (longer than the CPU backend's gloo gives a new
+    # The first process made it, busy for 32 s (longer than the CPU backend's gloo gives a new
     # group of devices to meet); the second waited at a barrier, then ran the same call after it.
     assert first["first"] == "made by 0" and second["first"] == "made by 1"
     assert first["calls"] == [0] and second["calls"] == [1]

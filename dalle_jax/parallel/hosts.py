@@ -24,6 +24,7 @@ import signal
 from typing import Callable, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from orbax.checkpoint import multihost as ocp_multihost
@@ -52,12 +53,23 @@ def barrier(name: str, timeout_s: int = WAIT_S) -> None:
 
 
 def join() -> None:
-    """Meets every other process once, at start-up: a barrier, then one collective over every
-    device, so the devices' communicator is made while all hosts are there (called by
+    """Meets every other process once, at start-up: a barrier, then a sum over every device of
+    the run and the pairs that `multihost_utils` uses, so those devices' communicators are made
+    while all hosts are there; later programs reuse them (called by
     `parallel.distributed.initialize_from_env`)."""
-    if jax.process_count() > 1:
-        barrier("joined")
-        multihost_utils.sync_global_devices("dalle_jax: joined")
+    if jax.process_count() == 1:
+        return
+    barrier("joined")
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("all",))
+    ones = jax.make_array_from_process_local_data(
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("all")),
+        np.ones(jax.local_device_count(), np.int32))
+    total = jax.jit(jnp.sum, out_shardings=jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec()))(ones)
+    if int(total.addressable_data(0)) != jax.device_count():
+        raise RuntimeError(f"joined {int(total.addressable_data(0))} devices of "
+                           f"{jax.device_count()}")
+    multihost_utils.sync_global_devices("dalle_jax: joined")
 
 
 def primary_first(name: str, fn: Callable[[], T]) -> T:

@@ -2,7 +2,7 @@
 
 `{"data": -1, "fsdp": 1, "tensor": 1}` puts every device on `data`; at most one axis may be -1 and
 takes what the others leave. Batches are split over the batch axes (`data` and `fsdp`); parameters
-are split by logical-axis rules (later issues).
+are split by the logical-axis rules of `parallel.partitioning`.
 """
 
 from __future__ import annotations

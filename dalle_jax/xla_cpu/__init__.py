@@ -1,7 +1,7 @@
 """Code that exists only for XLA's CPU backend, kept apart so that the models read as the paper.
 
-The CPU is where the project is built and tested, and its backend runs some forms of the same
-computation much faster than others. Everything written for that alone lives here:
+On CPU devices, XLA's backend runs some forms of the same computation much faster than others.
+Everything written for that alone lives here:
 
 - `switch`: the one place that decides, per traced step, whether the CPU forms are taken: they are
   exactly when the devices of the step's mesh (or, with no mesh, the default backend) are CPUs.
