@@ -90,6 +90,12 @@ LONGEST_FIRST = ("test_multihost_train.py", "test_tpu_compile.py", "test_multiho
                  "test_notebook.py", "test_dvae_training.py", "test_clip.py")
 
 
+def pytest_configure(config):
+    """pytest-xdist hands out files with the most tests first unless told to keep their order."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(items):
     """Puts the tests of `LONGEST_FIRST` at the front, in that order; the rest keep theirs."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
