@@ -7,11 +7,13 @@ import sys
 
 import pytest
 
+from tests.helpers.xla_flags import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(*args):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, "-m", "dalle_jax.data", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 

@@ -15,6 +15,7 @@ from dalle_jax.data.tokenizer import TextTokenizer
 from dalle_jax.training.dvae_inference import ImageCodec
 from dalle_jax.training.metrics import read_metrics
 from tests.helpers.configs import load
+from tests.helpers.xla_flags import xla_flags
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def test_encode_writes_codes_with_captions(trained, tmp_path):
 
 
 def _cli(*args):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env,
                           timeout=600)
 

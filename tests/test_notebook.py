@@ -5,6 +5,8 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
+from tests.helpers.xla_flags import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -15,7 +17,7 @@ def test_colab_demo_runs_and_draws(tmp_path, monkeypatch):
     monkeypatch.setenv("DEMO_WORKDIR", str(work))
     monkeypatch.setenv("DEMO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.delenv("XLA_FLAGS", raising=False)  # one CPU device, as in Colab
+    monkeypatch.setenv("XLA_FLAGS", xla_flags(1))  # one CPU device, as in Colab
     NotebookClient(nb, timeout=900, kernel_name="python3",
                    resources={"metadata": {"path": os.path.join(ROOT, "experiments")}}).execute()
     for name in ("samples.png", "prompt.png", "prompt.json", "completed.png"):

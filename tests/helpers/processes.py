@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from tests.helpers.xla_flags import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 600
 
@@ -16,7 +18,7 @@ TIMEOUT = 600
 def env(devices, **extra):
     """A child environment: `devices` CPU devices, no inherited multi-host settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DALLE_JAX_")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+    env.update(XLA_FLAGS=xla_flags(devices), JAX_PLATFORMS="cpu",
                PYTHONPATH=ROOT, **extra)
     return env
 

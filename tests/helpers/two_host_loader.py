@@ -7,7 +7,10 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.helpers.xla_flags import xla_flags  # noqa: E402
+
+os.environ["XLA_FLAGS"] = xla_flags(2)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402
@@ -19,7 +22,6 @@ jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processe
 
 import jax.numpy as jnp  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dalle_jax.data.loader import Loader  # noqa: E402
 from dalle_jax.data.tokenizer import TextTokenizer  # noqa: E402
 from dalle_jax.parallel.mesh import make_mesh  # noqa: E402
