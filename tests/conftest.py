@@ -99,6 +99,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Puts the tests of `LONGEST_FIRST` at the front, in that order; the rest keep theirs."""
+    """Marks the tests under tests/xla_cpu `cpu_speed` and puts the tests of `LONGEST_FIRST` at
+    the front, in that order; the rest keep theirs."""
+    for item in items:
+        if item.path.parent.name == "xla_cpu":
+            item.add_marker(pytest.mark.cpu_speed)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -7,24 +7,9 @@ import pytest
 from flax import nnx
 
 from dalle_jax.models.attention_masks import layer_kinds
-from dalle_jax.models.transformer import DalleTransformer, block, layer_groups, layer_norm
-
-TEXT, GRID, TV, IV = 8, 4, 50, 32
-
-
-def _model(**kw):
-    args = dict(text_vocab=TV, text_len=TEXT, image_vocab=IV, grid=GRID, width=32, depth=4,
-                heads=2, head_dim=16, conv_kernel=3, block_size=8, rngs=nnx.Rngs(0))
-    args.update(kw)
-    return DalleTransformer(**args)
-
-
-def _batch(seed=0, b=2):
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    text = jax.random.randint(k1, (b, TEXT), 1, TV).at[:, 5:].set(0)  # 3 pad slots
-    image = jax.random.randint(k2, (b, GRID, GRID), 0, IV)
-    return text, image
-
+from dalle_jax.models.transformer import block, layer_groups, layer_norm
+from tests.helpers.transformers import GRID, IV, TEXT, TV
+from tests.helpers.transformers import batch as _batch, model as _model
 
 def test_logit_shapes_and_vocabularies():
     text_logits, image_logits = _model()(*_batch())
@@ -81,27 +66,6 @@ def test_remat_gives_the_same_gradients(attention):
             _model(attention=attention, remat=policy))
         for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_dots_remat_keeps_what_spares_every_forward_matmul(dtype, capsys):
-    """Under 'dots' the scan keeps, per layer: its input, q/k/v, the residual stream after
-    attention, the MLP pre-activation, and blocksparse attention's output and log-sum-exp; never a
-    (queries × keys) array. In bfloat16 the named arrays are kept as raw bits (`saved_bits`)."""
-    model = _model(attention="blocksparse", remat="dots", dtype=dtype)
-    graph, state = nnx.split(model)
-    text, image = _batch(2)
-    jax.ad_checkpoint.print_saved_residuals(
-        lambda s: jnp.mean(nnx.merge(graph, s)(text, image)[1] ** 2), state)
-    scanned = sorted(line.split()[0] for line in capsys.readouterr().out.splitlines()
-                     if "output of scan" in line)
-    depth, b, length, heads, hd, width = 4, 2, TEXT + GRID * GRID, 2, 16, 32
-    blocks = -(-GRID * GRID // 8)  # image queries in blocks of block_size 8
-    named, carry = ("u16", "bf16") if dtype == "bfloat16" else ("f32", "f32")
-    want = [f"f32[{depth},{b},{heads},{blocks},8,1]", f"{named}[{depth},{b},{heads},{blocks},8,{hd}]",
-            f"{carry}[{depth},{b},{length},{width}]", f"{named}[{depth},{b * length},3,{heads},{hd}]",
-            f"{named}[{depth},{b * length},{4 * width}]", f"{named}[{depth},{b * length},{width}]"]
-    assert scanned == sorted(want)
 
 
 def test_bfloat16_matches_float32():

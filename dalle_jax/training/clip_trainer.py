@@ -33,32 +33,24 @@ from dalle_jax.models.clip import Clip
 from dalle_jax.parallel import hosts
 from dalle_jax.parallel.mesh import batch_sharding
 from dalle_jax.parallel.partitioning import activation_sharding, replicated
-from dalle_jax.training import loop, train_state
+from dalle_jax.training import loop, optimizer, train_state
 from dalle_jax.training.clip_loss import clip_loss
 
 # Parameters that are not decayed: gains, biases, position embeddings, the temperature.
 UNDECAYED = ("scale", "bias", "pos", "logit_scale")
 
 
-def decay_mask(params: dict) -> dict:
-    """True for weight matrices and token embeddings, by parameter name."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: not any(s in str(getattr(path[-1], "key", path[-1])) for s in UNDECAYED),
-        params)
-
-
-def learning_rate(o: ml_collections.ConfigDict) -> optax.Schedule:
-    """Linear warm-up to the peak, then cosine to `end_learning_rate` at `decay_steps`."""
-    return optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, max(1, o.warmup_steps),
-                                              max(o.decay_steps, o.warmup_steps + 1),
-                                              o.end_learning_rate)
+# True for weight matrices and token embeddings, by parameter name.
+decay_mask = optimizer.decay_mask(lambda name: not any(s in name for s in UNDECAYED))
+# Linear warm-up to the peak, then cosine to `end_learning_rate` at `decay_steps`.
+learning_rate = optimizer.warmup_cosine
 
 
 def build(config: ml_collections.ConfigDict, mesh, *,
           abstract: bool = False) -> tuple[train_state.StateSpec, dict]:
     """(spec, freshly initialised state) for a CLIP config, on `mesh` (`abstract`: shapes and
     shardings only, see `train_state.create`)."""
-    tx = train_state.adamw(config.optimizer, learning_rate(config.optimizer), decay_mask)
+    tx = optimizer.adamw(config.optimizer, learning_rate(config.optimizer), decay_mask)
     return train_state.create(lambda: Clip.from_config(config.model, seed=config.train.seed), tx,
                               mesh, dict(config.partitioning.rules), abstract=abstract)
 

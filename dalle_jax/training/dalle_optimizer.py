@@ -16,35 +16,31 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from dalle_jax.training import optimizer
+
 # Parameters that are weight matrices (decayed); everything else is a gain, bias or embedding.
 DECAYED = ("qkv", "out", "mlp_in", "mlp_out", "text_head", "image_head")
 DECAYS = ("plateau", "cosine")
 
 
-def decay_mask(params: dict) -> dict:
-    """True for the weight matrices of a transformer's parameter dict, by name."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: str(getattr(path[-1], "key", path[-1])) in DECAYED, params)
+# True for the weight matrices of a transformer's parameter dict, by name.
+decay_mask = optimizer.decay_mask(lambda name: name in DECAYED)
 
 
 def learning_rate(o: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear warm-up to the peak, then constant (`plateau`) or cosine to the end (`cosine`)."""
     if o.decay not in DECAYS:
         raise ValueError(f"optimizer.decay={o.decay!r}; choose one of {DECAYS}")
+    if o.decay == "cosine":
+        return optimizer.warmup_cosine(o)
     warmup = optax.linear_schedule(0.0, o.learning_rate, max(1, o.warmup_steps))
-    after = (optax.constant_schedule(o.learning_rate) if o.decay == "plateau" else
-             optax.cosine_decay_schedule(o.learning_rate, max(1, o.decay_steps - o.warmup_steps),
-                                         alpha=o.end_learning_rate / o.learning_rate))
-    return optax.join_schedules([warmup, after], [o.warmup_steps])
+    return optax.join_schedules([warmup, optax.constant_schedule(o.learning_rate)],
+                                [o.warmup_steps])
 
 
 def make(o: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
     """The optimizer of `config.optimizer`; call its update with `value=loss`."""
-    parts = []
-    if o.grad_clip_norm:
-        parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
-    parts.append(optax.adamw(learning_rate(o), b1=o.b1, b2=o.b2, eps=o.eps,
-                             weight_decay=o.weight_decay, mask=decay_mask))
+    parts = optimizer.adamw_parts(o, learning_rate(o), decay_mask)
     if o.decay == "plateau":
         parts.append(optax.contrib.reduce_on_plateau(
             factor=o.plateau_factor, patience=o.plateau_patience, cooldown=o.plateau_cooldown,

@@ -23,10 +23,12 @@ from dalle_jax.training import checkpoint, dvae_trainer, train_state
 
 
 class ImageCodec:
-    """Encoder and decoder of a restored stage-1 model on a mesh."""
+    """Encoder and decoder of a restored stage-1 model on a mesh; `config` and `workdir` are
+    the run's (None for a model that did not come from a workdir)."""
 
-    def __init__(self, spec: train_state.StateSpec, state: dict, *, step: int, mesh=None):
-        self.spec = spec
+    def __init__(self, spec: train_state.StateSpec, state: dict, *, step: int, mesh=None,
+                 config=None, workdir: str | None = None):
+        self.spec, self.config, self.workdir = spec, config, workdir
         self.mesh = spec.mesh if mesh is None else mesh
         self.step = step
         self.model = spec.merge(state["ema"], state["extra"])
@@ -42,9 +44,7 @@ class ImageCodec:
         """Restores the newest (or `step`) checkpoint of a stage-1 workdir."""
         config, spec, state, step = checkpoint.load_trained(
             workdir, "dvae", dvae_trainer.build, mesh_axes=mesh_axes, step=step)
-        codec = cls(spec, state, step=step)
-        codec.config, codec.workdir = config, workdir
-        return codec
+        return cls(spec, state, step=step, config=config, workdir=workdir)
 
     def on_this_host(self) -> "ImageCodec":
         """This codec on this process's devices only (batch-sharded over them, parameters whole
@@ -56,10 +56,8 @@ class ImageCodec:
         local = make_mesh({"data": -1}, jax.local_devices())
         state = jax.tree.map(lambda x: jax.device_put(np.asarray(x.addressable_data(0)),
                                                       replicated(local)), whole)
-        codec = ImageCodec(self.spec, state, step=self.step, mesh=local)
-        codec.config = getattr(self, "config", None)
-        codec.workdir = getattr(self, "workdir", None)
-        return codec
+        return ImageCodec(self.spec, state, step=self.step, mesh=local, config=self.config,
+                          workdir=self.workdir)
 
     def _sharded(self, x: np.ndarray) -> tuple[jax.Array, int]:
         n = len(x)

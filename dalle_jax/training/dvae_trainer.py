@@ -21,7 +21,7 @@ from dalle_jax.models.image_tokenizer import ImageTokenizer
 from dalle_jax.parallel import hosts
 from dalle_jax.parallel.partitioning import replicated
 from dalle_jax.models.quantizers import CodebookVar
-from dalle_jax.training import checkpoint, dvae_steps, loop, train_state
+from dalle_jax.training import checkpoint, dvae_steps, loop, optimizer, train_state
 from dalle_jax.training.schedules import decoder_phase_start, dvae_schedules
 
 
@@ -30,7 +30,7 @@ def build(config: ml_collections.ConfigDict, mesh, *,
     """(spec, freshly initialised state) for a stage-1 config, on `mesh` (`abstract`: shapes and
     shardings only, see `train_state.create`)."""
     schedules = dvae_schedules(config)
-    tx = train_state.adamw(config.optimizer, schedules["learning_rate"])
+    tx = optimizer.adamw(config.optimizer, schedules["learning_rate"])
     return train_state.create(
         lambda: ImageTokenizer.from_config(config.model, seed=config.train.seed), tx, mesh,
         dict(config.partitioning.rules), extra_filter=CodebookVar, abstract=abstract,

@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 from jax.sharding import Mesh
@@ -39,17 +38,6 @@ class StateSpec:
     def merge(self, params: dict, extra: dict) -> nnx.Module:
         """The module carrying `params` and `extra`."""
         return nnx.merge(self.graphdef, params, extra) if extra else nnx.merge(self.graphdef, params)
-
-
-def adamw(optimizer: ml_collections.ConfigDict, learning_rate: optax.Schedule,
-          decay_mask: Callable | None = None) -> optax.GradientTransformation:
-    """AdamW from `config.optimizer` (b1, b2, eps, weight_decay, optional grad_clip_norm)."""
-    parts = []
-    if optimizer.get("grad_clip_norm"):
-        parts.append(optax.clip_by_global_norm(optimizer.grad_clip_norm))
-    parts.append(optax.adamw(learning_rate, b1=optimizer.b1, b2=optimizer.b2, eps=optimizer.eps,
-                             weight_decay=optimizer.weight_decay, mask=decay_mask))
-    return optax.chain(*parts)
 
 
 def create(model_fn: Callable[[], nnx.Module], tx: optax.GradientTransformation, mesh: Mesh,

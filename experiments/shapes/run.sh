@@ -1,24 +1,21 @@
 #!/usr/bin/env bash
-# The `shapes` experiment: the three models trained one after another on a 2-core CPU, then every
-# sample judged against its caption (python -m dalle_jax.evaluate) on seen and held-out
-# compositions, with and without CLIP reranking. Override the step counts with DVAE_STEPS
-# (default 18,000, the VQ run of experiments/dvae_shapes: about 25 minutes), DALLE_STEPS, CLIP_STEPS. DVAE_FROM=DIR copies
-# a finished stage-1 workdir (experiments/dvae_shapes/run.sh trains the same VQ one) to
-# $WORKDIRS/dvae when that does not exist yet, instead of training it again. Alone on a 2-core
-# CPU the three trainings take about 80 minutes (dVAE 25, encoding 1.5, transformer 27.5, CLIP 25).
+# The `shapes` experiment: the three models trained one after another, then every sample judged
+# against its caption (python -m dalle_jax.evaluate) on seen and held-out compositions, with and
+# without CLIP reranking (README.md has the models, the results and the time each stage takes).
 #
 #   PYTHON=python bash experiments/shapes/run.sh
 #
-# Models: the dVAE of configs/dvae.py:shapes (VQ codebook, 64 px → 8×8 codes from 512), the
-# transformer of configs/dalle.py:small (8 layers) with its code grid and vocabulary set to the
-# dVAE's, 32 text slots (shapes captions are under 20 tokens), narrowed to width 256 (4 heads)
-# and fed batches of 32 (2.7× the tokens/s of width 512 at batch 8 on this CPU), computing in
-# bfloat16 (1.29× the steps/s of float32 at these shapes here) for 2,400 steps, captions dropped
-# 10% of the time so that sampling can use classifier-free guidance (GUIDANCE, default 3), and
-# the CLIP of configs/clip.py:small at 64 px with a convolutional stem (48 channels) and hard
-# negative captions (about 25 minutes; in results-negative-images.jsonl it reads shape better than the plain ViT,
-# 72% against 62% on the probe, and retrieves 67% against 53%). Evaluation: each split without
-# guidance or reranking, then at GUIDANCE with CLIP's best of 32. Outputs: workdirs/shapes/{dvae,dalle,clip}, and here
+# Environment: DVAE_STEPS (default 18,000), DALLE_STEPS, CLIP_STEPS override the step counts;
+# DVAE_FROM=DIR copies a finished stage-1 workdir (experiments/dvae_shapes/run.sh trains the same
+# VQ one) to $WORKDIRS/dvae when that does not exist yet, instead of training it again; GUIDANCE
+# (default 3) is the classifier-free guidance scale of the reranked evaluation.
+#
+# Models: the dVAE of configs/dvae.py:shapes (VQ codebook, 64 px → 8×8 codes from 512); the
+# transformer of configs/dalle.py:small (8 layers) with the dVAE's grid and vocabulary, 32 text
+# slots, width 256 (4 heads), batch 32, bfloat16, 2,400 steps, captions dropped 10% of the time
+# for guidance; the CLIP of configs/clip.py:small at 64 px with a convolutional stem (48 channels)
+# and hard negative captions. Evaluation: each split without guidance or reranking, then at
+# GUIDANCE with CLIP's best of 32. Outputs: workdirs/shapes/{dvae,dalle,clip}, and here
 # results.jsonl, timings.json and samples_{seen,heldout}.png.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -39,8 +39,8 @@ cd "$ROOT"
 for row in "${rows[@]}"; do
   echo "== $row" >&2
   if [ "$row" = cpu-forms ]; then
-    # `small` on v5e with the CPU-only forms forced on (what a TPU step compiled before they were
-    # kept to CPU devices): the same row as v5e-4-small otherwise.
+    # `small` on v5e with the CPU-only forms forced on (as if they were taken on every backend):
+    # the same row as v5e-4-small otherwise.
     PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" "$HERE/cpu_forms.py" >> "$OUT"
     continue
   fi

@@ -56,7 +56,7 @@ print("after", os.getpid(), sys.argv[1:], os.environ.get("GLIBC_TUNABLES", ""), 
 
 def _run_child(**env):
     environ = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT)}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     environ.update(env, PYTHONPATH=os.pathsep.join([root, environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-c", _CHILD, "--flag=a b", "x"], env=environ,
                          capture_output=True, text=True, check=True, timeout=120)
