@@ -3,7 +3,8 @@
 `bench compile` builds each family's step on an abstract state, lowers it for the devices of a
 named topology and compiles it; these tests read what XLA made of it: the Mosaic kernels of
 splash attention, the collectives along each mesh axis, per-device memory, and the parameters
-the rules leave whole.
+the rules leave whole. The train steps of the `tiny` and `small` presets on v5e meshes are in
+`test_tpu_train_steps.py`.
 """
 
 import json
@@ -19,42 +20,7 @@ from dalle_jax.benchmarks import compile as compile_bench
 from dalle_jax.benchmarks import hlo_text
 from dalle_jax.benchmarks.tpu_topology import topology_devices
 from tests.helpers.configs import ROOT, load
-
-MESHES = {"data4": {"data": 4}, "data2-tensor2": {"data": 2, "tensor": 2},
-          "fsdp2-tensor2": {"fsdp": 2, "tensor": 2}}
-
-
-def _tensor_gathers_in_loop(by_axis: dict) -> int:
-    """All-gathers over `tensor` inside loops, from `collectives_by_axis`."""
-    return sum(n for axes, n in by_axis.get("all-gather", {}).items()
-               if "tensor" in axes and "in loop" in axes)
-
-
-# `tiny` (4 layers unrolled) on every mesh with both attentions; `small` (8 layers, scanned
-# under remat) where the scan changes what is gathered: FSDP with tensor parallelism.
-CASES = [("tiny", mesh, attention) for mesh in MESHES for attention in ("splash", "blocksparse")]
-CASES += [("small", "fsdp2-tensor2", attention) for attention in ("splash", "blocksparse")]
-
-
-@pytest.mark.parametrize("preset,mesh,attention", CASES)
-def test_the_train_step_compiles_for_v5e(preset, mesh, attention):
-    config = load("dalle", preset, **{"model.attention": attention, "model.dtype": "bfloat16"})
-    out = compile_bench.run(config, topology="v5e:2x2", mesh_axes=MESHES[mesh])
-    assert out["chips"] == 4 and out["device_kind"].startswith("TPU v5")
-    assert out["mesh"] == MESHES[mesh]
-    assert out["fits"] and 0 < out["per_device_gib"]["peak"] < out["hbm_gib"]
-    # splash: its Pallas kernels in the module (forward and backward, per pattern); else none
-    assert (out["attention_kernel"] > 0) == (attention == "splash")
-    assert out["attention_kernel"] == sum(n for k, n in out["tpu_kernels"].items()
-                                          if k.startswith("splash_mha"))
-    # tensor parallelism multiplies each shard's heads; no weight is gathered over `tensor`
-    assert _tensor_gathers_in_loop(out["collectives_by_axis"]) == 0
-    if "tensor" in MESHES[mesh] or "fsdp" in MESHES[mesh]:
-        assert out["replicated"] == []
-    if mesh == "fsdp2-tensor2" and preset == "small":  # FSDP: each layer's weights gathered
-        # inside the scan over layers (tiny, remat 'none', runs its 4 layers unrolled)
-        assert out["collectives_by_axis"]["all-gather"].get("fsdp in loop", 0) > 0
-
+from tests.helpers.collectives import tensor_gathers_in_loop
 
 def test_cpu_forms_are_left_out_of_a_tpu_step():
     """Compiled for TPU, a bfloat16 step has no optimization barriers (the CPU-only transposed
@@ -173,7 +139,7 @@ def test_paper_widths_split_every_weight_and_reduce_scatter_its_gradient():
     assert compile_bench.whole_parameters(args[0]["params"]) == [] and spec.unsplit == ()
     text = fn.lower(*args).compile().as_text()
     by_axis = hlo_text.collectives_by_axis(text, mesh)
-    assert _tensor_gathers_in_loop(by_axis) == 0
+    assert tensor_gathers_in_loop(by_axis) == 0
     assert by_axis["all-gather"].get("fsdp in loop", 0) > 0
     # qkv, out, mlp_in and mlp_out (each split over tensor), however XLA groups them into fused
     # reduce-scatters
