@@ -22,6 +22,7 @@ from dalle_jax.benchmarks.tpu_topology import topology_devices
 from tests.helpers.configs import ROOT, load
 from tests.helpers.collectives import tensor_gathers_in_loop
 
+
 def test_cpu_forms_are_left_out_of_a_tpu_step():
     """Compiled for TPU, a bfloat16 step has no optimization barriers (the CPU-only transposed
     copies) and its saved residuals are not bit-cast to integers (`xla_cpu.saved_bits`)."""

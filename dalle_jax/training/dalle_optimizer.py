@@ -33,9 +33,7 @@ def learning_rate(o: ml_collections.ConfigDict) -> optax.Schedule:
         raise ValueError(f"optimizer.decay={o.decay!r}; choose one of {DECAYS}")
     if o.decay == "cosine":
         return optimizer.warmup_cosine(o)
-    warmup = optax.linear_schedule(0.0, o.learning_rate, max(1, o.warmup_steps))
-    return optax.join_schedules([warmup, optax.constant_schedule(o.learning_rate)],
-                                [o.warmup_steps])
+    return optimizer.with_warmup(o, optax.constant_schedule(o.learning_rate))
 
 
 def make(o: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:

@@ -21,13 +21,19 @@ def decay_mask(decayed: Callable[[str], bool]) -> Callable[[dict], dict]:
         lambda path, _: decayed(str(getattr(path[-1], "key", path[-1]))), params)
 
 
-def warmup_cosine(o: ml_collections.ConfigDict) -> optax.Schedule:
-    """Linear warm-up from 0 to `learning_rate` over `warmup_steps`, then half a cosine down to
-    `end_learning_rate` at `decay_steps`, constant after (no warm-up: the peak from step 0)."""
+def with_warmup(o: ml_collections.ConfigDict, after: optax.Schedule) -> optax.Schedule:
+    """Linear warm-up from 0 to `learning_rate` over `warmup_steps`, then `after` (counted from
+    the warm-up's end; no warm-up: `after` from step 0)."""
     warmup = optax.linear_schedule(0.0, o.learning_rate, max(1, o.warmup_steps))
-    cosine = optax.cosine_decay_schedule(o.learning_rate, max(1, o.decay_steps - o.warmup_steps),
-                                         alpha=o.end_learning_rate / o.learning_rate)
-    return optax.join_schedules([warmup, cosine], [o.warmup_steps])
+    return optax.join_schedules([warmup, after], [o.warmup_steps])
+
+
+def warmup_cosine(o: ml_collections.ConfigDict) -> optax.Schedule:
+    """`with_warmup` into half a cosine down to `end_learning_rate` at `decay_steps`, constant
+    after."""
+    return with_warmup(o, optax.cosine_decay_schedule(
+        o.learning_rate, max(1, o.decay_steps - o.warmup_steps),
+        alpha=o.end_learning_rate / o.learning_rate))
 
 
 def adamw_parts(o: ml_collections.ConfigDict, learning_rate: optax.Schedule,
