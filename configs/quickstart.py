@@ -40,7 +40,7 @@ def _default(c):
     c.dvae.model.update(vocab_size=256, n_hid=32, n_blk_per_group=1, n_init=64, embed_dim=32,
                         quantizer="vq")
     c.dvae.optimizer.update(learning_rate=1e-3, decay_steps=350, grad_clip_norm=0.0)
-    # The VQ tokenizer trains jointly to the end (the `shapes` decoder phase is for 18,000 steps).
+    # The VQ-VAE trains jointly to the end (the `shapes` decoder phase is for 18,000 steps).
     c.dvae.decoder_phase.from_step = 0
     c.dvae.train.update(num_steps=350, eval_every=350, eval_batches=4, image_every=350,
                         checkpoint_every=175, log_every=25)

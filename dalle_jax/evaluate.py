@@ -36,27 +36,28 @@ def evaluate_dvae(workdir: str, split: str | None, num_batches: int | None,
     scenes against their captions (`checker`: what any transformer on these codes can reach).
     """
     from dalle_jax.data import pipeline
-    from dalle_jax.training import dvae_steps, dvae_trainer
-    from dalle_jax.training.dvae_inference import ImageCodec
+    from dalle_jax.training.dvae import steps as dvae_steps
+    from dalle_jax.training.dvae import trainer as dvae_trainer
+    from dalle_jax.generation.dvae import TrainedDVAE
 
-    codec = ImageCodec.load(workdir)
-    config = codec.config
+    dvae = TrainedDVAE.load(workdir)
+    config = dvae.config
     split = split or config.data.eval_split
     tokenizer = pipeline.ensure_tokenizer(config, workdir)
-    loader = pipeline.make_loader(config, split, tokenizer, mesh=codec.mesh, num_epochs=1, shuffle=False)
-    eval_step = dvae_steps.make_eval_step(codec.spec, config.model)
+    loader = pipeline.make_loader(config, split, tokenizer, mesh=dvae.mesh, num_epochs=1, shuffle=False)
+    eval_step = dvae_steps.make_eval_step(dvae.spec, config.model)
     try:
-        metrics = dvae_trainer.evaluate(codec.spec, codec.model_state, eval_step, loader,
+        metrics = dvae_trainer.evaluate(dvae.spec, dvae.model_state, eval_step, loader,
                                         num_batches or 10**9)
     finally:
         loader.close()
-    record = {"workdir": workdir, "step": codec.step, "split": split,
+    record = {"workdir": workdir, "step": dvae.step, "split": split,
               "quantizer": config.model.quantizer, **metrics}
     if num_judged and config.data.dataset == "shapes":
         from dalle_jax.evaluation import shapes_eval
 
         record["checker"] = shapes_eval.judge_reconstructions(
-            codec, split, num_judged, shapes_eval.default_classifier_path(workdir))
+            dvae, split, num_judged, shapes_eval.default_classifier_path(workdir))
     return record
 
 

@@ -19,19 +19,19 @@ from dalle_jax.xla_cpu.huge_pages import use_huge_pages
 
 
 def _dvae(config, workdir):
-    from dalle_jax.training.dvae_trainer import train_and_evaluate
+    from dalle_jax.training.dvae.trainer import train_and_evaluate
 
     return train_and_evaluate(config, workdir)
 
 
 def _dalle(config, workdir):
-    from dalle_jax.training.dalle_trainer import train_and_evaluate
+    from dalle_jax.training.dalle.trainer import train_and_evaluate
 
     return train_and_evaluate(config, workdir)
 
 
 def _clip(config, workdir):
-    from dalle_jax.training.clip_trainer import train_and_evaluate
+    from dalle_jax.training.clip.trainer import train_and_evaluate
 
     return train_and_evaluate(config, workdir)
 

@@ -7,7 +7,7 @@ from tests.helpers.xla_flags import xla_flags
 os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# libtpu (tests/test_tpu_compile.py) otherwise holds a lock file that a second process using it
+# libtpu (tests/benchmarks/test_tpu_compile.py) otherwise holds a lock file that a second process using it
 # (the other test worker, a `bench compile` subprocess) fails on.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 # Compiled programs are shared on disk by both xdist workers and every subprocess the tests start
@@ -41,7 +41,7 @@ def _built_once(tmp_path_factory, name: str, build) -> str:
 @pytest.fixture(scope="session")
 def tiny_dvae(tmp_path_factory):
     """(data_dir, workdir) of a `dvae.py:tiny` run on tiny `shapes` (trained once per run)."""
-    from dalle_jax.training import dvae_trainer
+    from dalle_jax.training.dvae import trainer as dvae_trainer
     from tests.helpers.configs import load
 
     def build(root):
@@ -57,18 +57,18 @@ def tiny_dvae(tmp_path_factory):
 def tiny_codes(tiny_dvae, tmp_path_factory):
     """data_dir holding the `image_codes` of the tiny dVAE's train and validation splits."""
     from dalle_jax.data.image_codes import image_codes
-    from dalle_jax.training.dvae_inference import ImageCodec
+    from dalle_jax.generation.dvae import TrainedDVAE
 
     data_dir, workdir = tiny_dvae
     return _built_once(tmp_path_factory, "codes", lambda out: image_codes.prepare(
-        ImageCodec.load(workdir), "shapes", data_dir, splits=("train", "validation"),
+        TrainedDVAE.load(workdir), "shapes", data_dir, splits=("train", "validation"),
         out_data_dir=out))
 
 
 @pytest.fixture(scope="session")
 def tiny_dalle(tiny_codes, tmp_path_factory):
     """Workdir of a `dalle.py:tiny` run on the tiny dVAE's codes (trained once per run)."""
-    from dalle_jax.training import dalle_trainer
+    from dalle_jax.training.dalle import trainer as dalle_trainer
     from tests.helpers.configs import load
 
     return _built_once(tmp_path_factory, "dalle", lambda workdir: dalle_trainer.train_and_evaluate(
@@ -78,7 +78,7 @@ def tiny_dalle(tiny_codes, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_clip(tiny_dvae, tmp_path_factory):
     """Workdir of a `clip.py:tiny` run on the tiny `shapes` data (trained once per run)."""
-    from dalle_jax.training import clip_trainer
+    from dalle_jax.training.clip import trainer as clip_trainer
     from tests.helpers.configs import load
 
     return _built_once(tmp_path_factory, "clip", lambda workdir: clip_trainer.train_and_evaluate(

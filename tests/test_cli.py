@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
+from tests.helpers.paths import ROOT
 from tests.helpers.xla_flags import xla_flags
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(*args):

@@ -6,7 +6,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from dalle_jax.training.schedules import dvae_schedules
+from dalle_jax.training.dvae.schedules import dvae_schedules
 
 CONFIG_FILES = sorted(glob.glob("configs/*.py"))
 

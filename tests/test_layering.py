@@ -5,7 +5,9 @@ is read from its source and checked against the layer of what it names."""
 import ast
 import pathlib
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "dalle_jax"
+from tests.helpers.paths import ROOT
+
+PACKAGE = pathlib.Path(ROOT) / "dalle_jax"
 ENTRY_POINTS = {"train", "sample", "evaluate", "bench", "cli", "data.__main__"}
 LAYERS = {  # the first component of a module's name under dalle_jax → its layer
     "text_ids": 0, "storage": 0, "config_parts": 0, "visualize": 0, "parallel": 0, "xla_cpu": 0,
@@ -69,3 +71,25 @@ def test_the_check_sees_an_upward_import(tmp_path):
         "from dalle_jax import sample\n"
         "def f():\n    from dalle_jax.training import loop\n    from dalle_jax.parallel import mesh\n")
     assert _upward_imports(tmp_path) == ["data.bad imports sample", "data.bad imports training"]
+
+
+def _imported_names(path: pathlib.Path) -> list[str]:
+    """Like `_imports`, with the names a `from … import` takes: `from dalle_jax.training import
+    loop` → 'training.loop'."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dalle_jax."):
+            out += [f"{node.module[len('dalle_jax.'):]}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            out += [a.name[len("dalle_jax."):] for a in node.names
+                    if a.name.startswith("dalle_jax.")]
+    return out
+
+
+def test_inference_needs_no_training_code():
+    """Generation restores trained models itself (`generation.restore`): of `training` it
+    imports only the shared state and checkpoints, never a stage's loss, steps or trainer."""
+    shared = ("training.checkpoint", "training.train_state")
+    found = [f"{_module(p)} imports {m}" for p in sorted((PACKAGE / "generation").rglob("*.py"))
+             for m in _imported_names(p) if m.startswith("training.") and not m.startswith(shared)]
+    assert found == []

@@ -5,9 +5,8 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
+from tests.helpers.paths import ROOT
 from tests.helpers.xla_flags import xla_flags
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_colab_demo_runs_and_draws(tmp_path, monkeypatch):

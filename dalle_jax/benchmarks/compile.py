@@ -72,7 +72,9 @@ def step_programs(config: ml_collections.ConfigDict, mesh, step: str):
         raise ValueError(f"data.global_batch_size={b} does not divide over the mesh's batch axes "
                          f"({num_batch_shards(mesh)} ways)")
     if family == "dalle":
-        from dalle_jax.training import dalle_optimizer, dalle_steps, dalle_trainer
+        from dalle_jax.training.dalle import optimizer as dalle_optimizer
+        from dalle_jax.training.dalle import steps as dalle_steps
+        from dalle_jax.training.dalle import trainer as dalle_trainer
 
         spec, state = dalle_trainer.build(config, mesh, abstract=True)
         m = config.model
@@ -89,7 +91,8 @@ def step_programs(config: ml_collections.ConfigDict, mesh, step: str):
     r = config.data.resolution
     images = _batch({"image": ((b, r, r, 3), jnp.uint8)}, mesh)["image"]
     if family == "dvae":
-        from dalle_jax.training import dvae_steps, dvae_trainer
+        from dalle_jax.training.dvae import steps as dvae_steps
+        from dalle_jax.training.dvae import trainer as dvae_trainer
 
         spec, state = dvae_trainer.build(config, mesh, abstract=True)
         if step == "train":
@@ -98,7 +101,7 @@ def step_programs(config: ml_collections.ConfigDict, mesh, step: str):
         return spec, [("eval", dvae_steps.make_eval_step(spec, config.model),
                        (state["ema"], state["extra"], images))]
     if family == "clip":
-        from dalle_jax.training import clip_trainer
+        from dalle_jax.training.clip import trainer as clip_trainer
 
         spec, state = clip_trainer.build(config, mesh, abstract=True)
         batch = {"image": images, **_batch({"text": ((b, config.text.text_len), jnp.int32)}, mesh)}
@@ -113,7 +116,7 @@ def _sampler_programs(config, spec, state, mesh):
     """The cached sampler's programs on the EMA in the compute dtype: prefill of a batch of
     texts, and one decode step (one image code for every row, against the full cache)."""
     from dalle_jax.generation import kv_cache
-    from dalle_jax.models.transformer import DTYPES
+    from dalle_jax.models.dalle.transformer import DTYPES
     from dalle_jax.training import train_state
 
     m, rules = config.model, dict(config.partitioning.rules)
@@ -186,7 +189,7 @@ def run(config: ml_collections.ConfigDict, *, topology: str, mesh_axes: dict[str
     stored = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params))
     m = config.model
     if m.family == "dalle":
-        from dalle_jax.models.transformer import unused_slot_parameters
+        from dalle_jax.models.dalle.transformer import unused_slot_parameters
 
         params = stored - unused_slot_parameters(m)
     else:

@@ -15,8 +15,9 @@ import numpy as np
 
 from dalle_jax.benchmarks.timing import compiled_flops, matmul_peak, time_calls, time_train_steps
 from dalle_jax.parallel.mesh import batch_sharding, make_mesh
-from dalle_jax.training import dvae_steps, dvae_trainer
-from dalle_jax.training.schedules import dvae_schedules
+from dalle_jax.training.dvae import steps as dvae_steps
+from dalle_jax.training.dvae import trainer as dvae_trainer
+from dalle_jax.training.dvae.schedules import dvae_schedules
 
 
 def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0) -> dict:

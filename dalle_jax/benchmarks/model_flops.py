@@ -17,7 +17,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from dalle_jax.models import attention_masks
+from dalle_jax.models.dalle import attention_masks
 
 
 def forward_flops(m: ml_collections.ConfigDict, batch: int) -> dict[str, float]:

@@ -28,7 +28,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from dalle_jax.models.transformer import DalleTransformer, unused_slot_parameters
+from dalle_jax.models.dalle.transformer import DalleTransformer, unused_slot_parameters
 from dalle_jax.parallel.mesh import BATCH_AXES, parse_axes
 from dalle_jax.parallel.partitioning import left_whole, resolve_spec, unsplit
 

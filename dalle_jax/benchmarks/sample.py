@@ -16,7 +16,7 @@ from flax import nnx
 
 from dalle_jax.benchmarks.timing import time_calls
 from dalle_jax.generation import sampling
-from dalle_jax.models.transformer import DalleTransformer
+from dalle_jax.models.dalle.transformer import DalleTransformer
 
 SAMPLERS = {"cached": sampling.sample_codes, "uncached": sampling.sample_codes_uncached}
 

@@ -21,11 +21,13 @@ import numpy as np
 from dalle_jax.xla_cpu import huge_pages
 from dalle_jax.benchmarks.model_flops import forward_flops, train_step_flops
 from dalle_jax.benchmarks.timing import matmul_peak, time_calls, time_train_steps
-from dalle_jax.models import attention_masks
-from dalle_jax.models.attention import attend
-from dalle_jax.models.transformer import DTYPES, DalleTransformer
+from dalle_jax.models.dalle import attention_masks
+from dalle_jax.models.dalle.attention import attend
+from dalle_jax.models.dalle.transformer import DTYPES, DalleTransformer
 from dalle_jax.parallel.mesh import make_mesh
-from dalle_jax.training import dalle_optimizer, dalle_steps, train_state
+from dalle_jax.training import train_state
+from dalle_jax.training.dalle import optimizer as dalle_optimizer
+from dalle_jax.training.dalle import steps as dalle_steps
 from dalle_jax.training.host_memory import release_freed_memory
 
 

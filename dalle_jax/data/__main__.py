@@ -88,11 +88,11 @@ def encode_main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     join_hosts()
     from dalle_jax.data.image_codes import image_codes
-    from dalle_jax.training.dvae_inference import ImageCodec
+    from dalle_jax.generation.dvae import TrainedDVAE
 
     try:
         summary = image_codes.prepare(
-            ImageCodec.load(args.dvae_workdir), args.dataset, args.data_dir, config=args.config,
+            TrainedDVAE.load(args.dvae_workdir), args.dataset, args.data_dir, config=args.config,
             splits=tuple(s for s in (args.splits or "").split(",") if s) or None,
             out_data_dir=args.out_data_dir, batch_size=args.batch_size)
     except (ValueError, FileNotFoundError) as e:

@@ -84,7 +84,7 @@ def split_loss(gen, split: str, num_batches: int | None) -> dict[str, float]:
     """Mean text/image cross-entropy and bits per image token of the generator's parameters,
     over global batches on its mesh (each host reads its own rows, every host gets the mean)."""
     from dalle_jax.training import loop
-    from dalle_jax.training.dalle_loss import dalle_loss
+    from dalle_jax.training.dalle.loss import dalle_loss
 
     config = gen.config
     loader = pipeline.make_loader(config, split, gen.tokenizer, mesh=gen.mesh, num_epochs=1,
@@ -154,14 +154,14 @@ def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: in
     return record
 
 
-def judge_reconstructions(codec, split: str, count: int, classifier_path: str | None = None) -> dict:
+def judge_reconstructions(dvae, split: str, count: int, classifier_path: str | None = None) -> dict:
     """Checker pass shares of a stage-1 model's reconstructions of a `shapes` split's first
     `count` scenes (encoded and decoded once): the ceiling any transformer on these codes meets."""
     from PIL import Image
 
     from dalle_jax.data.imaging import resize_center_crop
 
-    data = codec.config.data
+    data = dvae.config.data
     source = pipeline.open_split(data, split)
     classifier = shape_classifier.load_or_train(classifier_path)
     n = min(count, len(source))
@@ -170,7 +170,7 @@ def judge_reconstructions(codec, split: str, count: int, classifier_path: str | 
     examples = [source[i] for i in range(n)]
     images = np.stack([resize_center_crop(Image.fromarray(np.asarray(e[data.image_key])),
                                           data.resolution) for e in examples])
-    decoded = (np.clip(codec.decode(codec.encode(images)), 0, 1) * 255).round().astype(np.uint8)
+    decoded = (np.clip(dvae.decode(dvae.encode(images)), 0, 1) * 255).round().astype(np.uint8)
     judgements, requests = [], []
     for image, e in zip(decoded, examples):
         requests.append(caption_parser.parse(_first_caption(e[data.caption_key])))

@@ -1,1 +1,2 @@
-"""Generation: key/value-cached sampling of image codes, reranking, and the `sample` command."""
+"""Inference: trained models restored from their EMA (`restore`, `dvae`), key/value-cached
+sampling of image codes, reranking, and the sample grids of the `sample` command."""

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from dalle_jax.data import pipeline
 from dalle_jax.data.sources import open_builder
 from dalle_jax.generation import sampling
-from dalle_jax.training import checkpoint
+from dalle_jax.generation.restore import load_ema
 
 
 def dvae_workdir_of(config) -> str:
@@ -58,9 +58,9 @@ def encode_prompts(tokenizer, text_len: int, prompts: list[str]) -> np.ndarray:
 class Generator:
     """A restored transformer (EMA parameters), its tokenizer and the dVAE that decodes codes."""
 
-    def __init__(self, config, model, tokenizer, codec, step: int, mesh=None):
-        self.config, self.model, self.tokenizer, self.codec, self.step = (
-            config, model, tokenizer, codec, step)
+    def __init__(self, config, model, tokenizer, dvae, step: int, mesh=None):
+        self.config, self.model, self.tokenizer, self.dvae, self.step = (
+            config, model, tokenizer, dvae, step)
         self.mesh = mesh  # the mesh the EMA is split over
         self.grid = model.grid
         self._graphdef, self._state = nnx.split(model)
@@ -75,19 +75,17 @@ class Generator:
         the mesh the EMA is split over by the config's rules (default {'data': -1}: every device
         holds it whole), e.g. {'fsdp': 4} to sample a model too large for one device.
         """
-        from dalle_jax.training import dalle_trainer
-        from dalle_jax.training.dvae_inference import ImageCodec
+        from dalle_jax.generation.dvae import TrainedDVAE
 
-        config, spec, state, step = checkpoint.load_trained(
-            workdir, "dalle", dalle_trainer.build, step=step, in_compute_dtype=True,
-            mesh_axes=mesh_axes)
+        config, spec, state, step = load_ema(workdir, "dalle", step=step, in_compute_dtype=True,
+                                             mesh_axes=mesh_axes)
         model = spec.merge(state["ema"], {})
         tokenizer = tokenizer or pipeline.ensure_tokenizer(config, workdir)
-        codec = ImageCodec.load(dvae_workdir or dvae_workdir_of(config))
-        if codec.model.vocab_size != model.image_vocab:
-            raise ValueError(f"the dVAE has {codec.model.vocab_size} codes but the transformer's "
+        dvae = TrainedDVAE.load(dvae_workdir or dvae_workdir_of(config))
+        if dvae.model.vocab_size != model.image_vocab:
+            raise ValueError(f"the dVAE has {dvae.model.vocab_size} codes but the transformer's "
                              f"image_vocab is {model.image_vocab}")
-        return cls(config, model, tokenizer, codec, step, mesh=spec.mesh)
+        return cls(config, model, tokenizer, dvae, step, mesh=spec.mesh)
 
     def encode_prompts(self, prompts: list[str]) -> np.ndarray:
         """(P, text_len) ids; a ValueError names an empty prompt or one longer than text_len."""
@@ -137,13 +135,13 @@ class Generator:
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """uint8 images (..., fg, fg, 3) of codes (..., g, g); f is the dVAE's `grid_scale`."""
         lead = codes.shape[:-2]
-        images = self.codec.decode(codes.reshape(-1, self.grid, self.grid))
+        images = self.dvae.decode(codes.reshape(-1, self.grid, self.grid))
         images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
         return images.reshape(*lead, *images.shape[1:])
 
     def encode_image(self, images_uint8: np.ndarray) -> np.ndarray:
         """Codes (B, g, g) of uint8 images at the dVAE's resolution."""
-        codes = self.codec.encode(images_uint8)
+        codes = self.dvae.encode(images_uint8)
         if codes.shape[1:] != (self.grid, self.grid):
             raise ValueError(f"the image gives a {codes.shape[1]}×{codes.shape[2]} code grid but "
                              f"the transformer's grid is {self.grid}")

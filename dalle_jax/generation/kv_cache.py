@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dalle_jax.models import attention_masks
-from dalle_jax.models.attention_masks import MASKED
-from dalle_jax.models.attention import attend
-from dalle_jax.models.transformer import (DalleTransformer, attention_inputs, block_output,
+from dalle_jax.models.dalle import attention_masks
+from dalle_jax.models.dalle.attention_masks import MASKED
+from dalle_jax.models.dalle.attention import attend
+from dalle_jax.models.dalle.transformer import (DalleTransformer, attention_inputs, block_output,
                                           compute_params, head_logits, layer_norm)
 
 

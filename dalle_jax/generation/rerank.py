@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from dalle_jax.data import pipeline
-from dalle_jax.training import checkpoint
+from dalle_jax.generation.restore import load_ema
 
 
 class Reranker:
@@ -37,10 +37,7 @@ class Reranker:
     @classmethod
     def load(cls, workdir: str, *, step: int | None = None) -> "Reranker":
         """Restores the newest (or `step`) checkpoint of a CLIP workdir."""
-        from dalle_jax.training import clip_trainer
-
-        config, spec, state, step = checkpoint.load_trained(workdir, "clip", clip_trainer.build,
-                                                            step=step)
+        config, spec, state, step = load_ema(workdir, "clip", step=step)
         return cls(config, spec.merge(state["ema"], {}), pipeline.ensure_tokenizer(config, workdir),
                    step)
 

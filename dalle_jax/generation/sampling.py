@@ -16,8 +16,8 @@ import jax.numpy as jnp
 
 from dalle_jax.text_ids import PAD_ID
 from dalle_jax.generation import kv_cache
-from dalle_jax.models.attention_masks import MASKED
-from dalle_jax.models.transformer import DalleTransformer
+from dalle_jax.models.dalle.attention_masks import MASKED
+from dalle_jax.models.dalle.transformer import DalleTransformer
 
 
 class Settings(NamedTuple):

@@ -11,7 +11,7 @@ then sees about two patches across, so a small object's outline lies inside one 
 instead of being cut between linear patches. Then learned positions, the same blocks without a
 mask, and the mean over the tokens. Each side ends in a LayerNorm and a linear projection;
 embeddings are L2-normalised. `logit_scale` is the learned log inverse temperature of the
-symmetric InfoNCE loss (`training.clip_loss`). The blocks are the stage-2 transformer's
+symmetric InfoNCE loss (`training.clip.loss`). The blocks are the stage-2 transformer's
 (`transformer.Layers`, `transformer.block`), run under `lax.scan`; with `dtype='bfloat16'` the
 stem and the blocks compute in bfloat16 (float32 parameters, float32 attention softmax and
 pooling), as the stage-2 transformer does.
@@ -27,9 +27,9 @@ import ml_collections
 from flax import nnx
 
 from dalle_jax.text_ids import PAD_ID
-from dalle_jax.models.attention_masks import MASKED
-from dalle_jax.models.dvae import Conv
-from dalle_jax.models.transformer import (DTYPES, Layers, block, compute_params, layer_norm,
+from dalle_jax.models.dalle.attention_masks import MASKED
+from dalle_jax.models.dvae.encoder_decoder import Conv
+from dalle_jax.models.dalle.transformer import (DTYPES, Layers, block, compute_params, layer_norm,
                                           normal_param, ones_param, zeros_param)
 
 

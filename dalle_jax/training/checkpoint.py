@@ -239,37 +239,3 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     if not path.exists():
         raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: is it a training workdir?")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def load_trained(workdir: str, family: str, build, *, mesh_axes: dict | None = None,
-                 step: int | None = None, in_compute_dtype: bool = False):
-    """(config, spec, {'ema', 'extra'}, step) of the newest (or `step`) checkpoint of a `family`
-    workdir, for inference: only the parameter EMA (and the model's other variables, e.g. a VQ
-    codebook) is read, sharded over the mesh as in training; `in_compute_dtype` casts the EMA's
-    floating-point leaves to the config's `model.dtype` as they are read (bfloat16 halves a
-    sampler's memory). Nothing else of the train state is built or read.
-
-    `build(config, mesh, abstract=True) → (spec, abstract state)` is the family's builder; errors
-    name a workdir of another family or one without a checkpoint.
-    """
-    import jax.numpy as jnp
-
-    from dalle_jax.parallel.mesh import make_mesh
-    from dalle_jax.training import train_state
-
-    config = load_config(workdir)
-    if config.model.family != family:
-        raise ValueError(f"{workdir} holds a {config.model.family!r} model, not a {family}")
-    ckpt = Checkpointer(workdir, async_save=False)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it first")
-        spec, abstract = build(config, make_mesh(mesh_axes or {"data": -1}), abstract=True)
-        dtype = jnp.dtype(config.model.get("dtype", "float32"))
-        if in_compute_dtype and dtype != jnp.float32:
-            abstract = {**abstract, "ema": train_state.in_dtype(abstract["ema"], dtype)}
-        state = ckpt.restore_inference(abstract, step)
-    finally:
-        ckpt.close()
-    return config, spec, state, step

@@ -1,8 +1,9 @@
 """The optimizer pieces every stage shares: AdamW from `config.optimizer`, its decay mask by
 parameter name, and the linear warm-up into a cosine decay.
 
-Stage 1 (`dvae_trainer`), stage 2 (`dalle_optimizer`, which adds the plateau schedule and gradient
-accumulation) and the reranker (`clip_trainer`) each build theirs from these.
+Stage 1 (`training.dvae.trainer`), stage 2 (`training.dalle.optimizer`, which adds the plateau
+schedule and gradient accumulation) and the reranker (`training.clip.trainer`) each build theirs
+from these.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import ml_collections
 from dalle_jax.data import pipeline
 from dalle_jax.data.image_codes import image_codes
 from dalle_jax.generation.sampling import Settings
-from dalle_jax.training.dvae_inference import ImageCodec
+from dalle_jax.generation.dvae import TrainedDVAE
 
 
 def _stage(section: ml_collections.ConfigDict, **data) -> ml_collections.ConfigDict:
@@ -31,7 +31,9 @@ def _stage(section: ml_collections.ConfigDict, **data) -> ml_collections.ConfigD
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs every stage; returns each stage's last validation metrics and the samples' path."""
     from dalle_jax.generation.grid import generate
-    from dalle_jax.training import clip_trainer, dalle_trainer, dvae_trainer
+    from dalle_jax.training.clip import trainer as clip_trainer
+    from dalle_jax.training.dalle import trainer as dalle_trainer
+    from dalle_jax.training.dvae import trainer as dvae_trainer
 
     data_dir = config.data_dir
     paths = {name: os.path.join(workdir, name) for name in ("dvae", "codes", "dalle", "clip")}
@@ -41,7 +43,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results["dvae"] = dvae_trainer.train_and_evaluate(dvae, paths["dvae"])
     logging.info("stage 2/4: encoding %s into %s", dvae.data.dataset, paths["codes"])
     source = pipeline.prepare_data(dvae.data)  # already there: names the prepared config
-    codes = image_codes.prepare(ImageCodec.load(paths["dvae"]), dvae.data.dataset, data_dir,
+    codes = image_codes.prepare(TrainedDVAE.load(paths["dvae"]), dvae.data.dataset, data_dir,
                                 config=source["config"], splits=tuple(config.encode_splits),
                                 out_data_dir=paths["codes"])
     logging.info("stage 3/4: the transformer in %s", paths["dalle"])

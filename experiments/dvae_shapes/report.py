@@ -1,6 +1,6 @@
 """Evaluates the dvae_shapes runs and writes results.json, loss_curves.png and recon_<q>.png.
 
-results.json keeps the entries (with their curves) of tokenizers not given here, and the plot draws
+results.json keeps the entries (with their curves) of dVAEs not given here, and the plot draws
 every entry that has curves.
 
   python experiments/dvae_shapes/report.py workdirs/dvae_shapes_gumbel workdirs/dvae_shapes_vq --out=DIR
@@ -29,7 +29,7 @@ def main():
     p.add_argument("workdirs", nargs="+")
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    # Runs not given here keep their earlier entries (one tokenizer can be retrained alone).
+    # Runs not given here keep their earlier entries (one dVAE can be retrained alone).
     path = os.path.join(args.out, "results.json")
     results = json.load(open(path)) if os.path.exists(path) else {}
     for wd in args.workdirs:

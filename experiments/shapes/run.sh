@@ -64,14 +64,17 @@ $PY -m dalle_jax.train --config=configs/clip.py:small --workdir="$W/clip" $TEXT 
   --config.train.num_steps="$CLIP_STEPS" --config.optimizer.decay_steps="$CLIP_STEPS" \
   > "$W/clip.log" 2>&1
 marks+=("$(stamp clip)")
-: > "$HERE/results.jsonl"
+# results.jsonl keeps the records of the other studies; this run's replace the "main" ones.
+RESULTS="$HERE/results.jsonl"
+grep -v '^{"study": "main"' "$RESULTS" > "$RESULTS.new" || true
+main() { sed 's/^{/{"study": "main", /' >> "$RESULTS.new"; }
 for split in validation heldout; do
   $PY -m dalle_jax.evaluate --workdir="$W/dalle" --split="$split" \
-    --num_captions="$CAPTIONS" --num_batches=8 >> "$HERE/results.jsonl"
+    --num_captions="$CAPTIONS" --num_batches=8 | main
   $PY -m dalle_jax.evaluate --workdir="$W/dalle" --clip_workdir="$W/clip" --split="$split" \
-    --num_captions="$CAPTIONS" --rerank_from=32 --num_batches=8 --guidance="$GUIDANCE" \
-    >> "$HERE/results.jsonl"
+    --num_captions="$CAPTIONS" --rerank_from=32 --num_batches=8 --guidance="$GUIDANCE" | main
 done
+mv "$RESULTS.new" "$RESULTS"
 marks+=("$(stamp evaluated)")
 for split in validation heldout; do
   name=$([ "$split" = validation ] && echo seen || echo heldout)
@@ -82,4 +85,4 @@ for split in validation heldout; do
 done
 marks+=("$(stamp sampled)")
 (IFS=,; echo "{${marks[*]}}") > "$HERE/timings.json"
-cat "$HERE/timings.json" "$HERE/results.jsonl"
+cat "$HERE/timings.json"; grep '^{"study": "main"' "$RESULTS"

@@ -11,7 +11,7 @@ import numpy as np
 
 from tests.helpers.xla_flags import xla_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers.paths import ROOT
 TIMEOUT = 600
 
 

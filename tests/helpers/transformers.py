@@ -3,7 +3,7 @@
 import jax
 from flax import nnx
 
-from dalle_jax.models.transformer import DalleTransformer
+from dalle_jax.models.dalle.transformer import DalleTransformer
 
 TEXT, GRID, TV, IV = 8, 4, 50, 32
 

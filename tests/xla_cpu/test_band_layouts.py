@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dalle_jax.models.band_attention import band_attention
+from dalle_jax.models.dalle.band_attention import band_attention
 
 
 def _contracted_axes(hlo: str) -> list[tuple[bool, bool]]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dalle_jax.xla_cpu import mixed_matmul
-from dalle_jax.models.transformer import project
+from dalle_jax.models.dalle.transformer import project
 
 BF = jnp.bfloat16
 

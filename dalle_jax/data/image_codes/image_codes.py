@@ -58,9 +58,9 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [CodesConfig(name="placeholder", description="use prepare()")]
 
-    def __init__(self, *, codec=None, **kwargs):
+    def __init__(self, *, dvae=None, **kwargs):
         super().__init__(**kwargs)
-        self.codec = codec  # an ImageCodec; needed only to generate
+        self.dvae = dvae  # an TrainedDVAE; needed only to generate
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
@@ -102,7 +102,7 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
             mine = range(min(n, start + me * batch), min(n, start + (me + 1) * batch))
             wanted = range(start, min(n, start + batch * count)) if hosts.is_primary() else mine
             records = {i: source[i] for i in wanted}  # the first process needs every caption
-            codes = (self.codec.encode(np.stack([self._image(records[i]) for i in mine]))
+            codes = (self.dvae.encode(np.stack([self._image(records[i]) for i in mine]))
                      if len(mine) else empty)
             codes = hosts.gather_rows(codes.astype(np.int32), batch)
             if hosts.is_primary():
@@ -115,13 +115,13 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
             yield i, {"codes": codes, "caption": caption, "index": i}
 
 
-def prepare(codec, dataset: str, data_dir: str, *, config: str | None = None,
+def prepare(dvae, dataset: str, data_dir: str, *, config: str | None = None,
             splits: tuple[str, ...] | None = None, out_data_dir: str | None = None,
             batch_size: int = 64) -> dict:
-    """Encodes `splits` (default: all) of a prepared dataset with `codec`, a restored stage-1
-    model (`ImageCodec.load(dvae_workdir)`: it has `workdir`, `step`, `config`, `grid_scale`,
+    """Encodes `splits` (default: all) of a prepared dataset with `dvae`, a restored stage-1
+    model (`TrainedDVAE.load(dvae_workdir)`: it has `workdir`, `step`, `config`, `grid_scale`,
     `encode` and `on_this_host`); summary out."""
-    c = codec.config
+    c = dvae.config
     source = sources.open_builder(dataset, data_dir, config)
     have = sorted(source.info.splits)
     splits = tuple(splits or have)
@@ -133,14 +133,14 @@ def prepare(codec, dataset: str, data_dir: str, *, config: str | None = None,
     source_config = source.builder_config.name if source.builder_config else ""
     options = dict(source_dataset=dataset, source_data_dir=absolute(data_dir),
                    source_config=source_config or (config or ""),
-                   dvae_workdir=absolute(codec.workdir), dvae_step=codec.step,
-                   grid=c.data.resolution // codec.grid_scale, vocab_size=c.model.vocab_size,
+                   dvae_workdir=absolute(dvae.workdir), dvae_step=dvae.step,
+                   grid=c.data.resolution // dvae.grid_scale, vocab_size=c.model.vocab_size,
                    resolution=c.data.resolution, image_key=c.data.image_key,
                    caption_key=c.data.caption_key, splits=splits)
     digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:6]
-    name = f"{dataset}-{c.data.resolution}px-step{codec.step}-{digest}"
+    name = f"{dataset}-{c.data.resolution}px-step{dvae.step}-{digest}"
     builder = ImageCodes(config=CodesConfig(name=name, batch_size=batch_size, **options),
-                         data_dir=out_data_dir or data_dir, codec=codec.on_this_host())
+                         data_dir=out_data_dir or data_dir, dvae=dvae.on_this_host())
     if not hosts.gather_json(builder.is_prepared())[0]:  # what the first process found
         if hosts.is_primary():
             builder.download_and_prepare(file_format="array_record")

@@ -70,13 +70,3 @@ def negative_captions(captions, seed: int, avoid=frozenset(),
     negatives, resumed runs included."""
     rng = np.random.default_rng([seed, zlib.crc32("\n".join(captions).encode("utf-8"))])
     return [negative_caption(c, rng, frozenset(avoid), kinds=kinds) for c in captions]
-
-
-def parse_kinds(text: str, allowed: tuple[str, ...] = KINDS) -> tuple[str, ...]:
-    """'shape,position' → ('shape', 'position'); a ValueError names an unknown or missing kind
-    (one not in `allowed`)."""
-    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    bad = [k for k in kinds if k not in allowed]
-    if bad or not kinds:
-        raise ValueError(f"negative kinds {text!r}: each must be one of {', '.join(allowed)}")
-    return kinds
