@@ -98,6 +98,10 @@ def _base() -> ml_collections.ConfigDict:
         # drawn in proportion to their squared distance to their code (k-means++ seeding).
         restart_from="random",
     ))
+    # Beyond the paper: each training image's colour channels in a random one of their six
+    # orders (False: as stored). Objects then appear in colours and colour–shape pairs the data
+    # never shows together, so codes learn outlines apart from colour (the `shapes` quickstart).
+    c.augment = ml_collections.ConfigDict(dict(permute_channels=False))
     c.optimizer = ml_collections.ConfigDict(dict(
         # AdamW; learning rate cosine 1e-4 → 1.25e-6 over 1,200,000 updates.
         learning_rate=1e-4,

@@ -3,8 +3,9 @@
   python -m dalle_jax.train --config=configs/quickstart.py --workdir=workdirs/quickstart
 
 writes workdirs/quickstart/{dvae,codes,dalle,clip}/ and samples.png (+ samples.json with CLIP
-scores) for `sample.prompts`. Presets: `default` (64 px, about 13 minutes on 2 CPU cores) and
-`tiny` (32 px, a minute or two: tests and the notebook's CI run). Each section is the full config
+scores and the caption checker's verdict on every sample) for `sample.prompts`. Presets: `default`
+(`shapes` `bold` scenes at 72 px, 9 × 9 codes, at most 10 minutes on 2 CPU cores) and `tiny`
+(32 px, a minute or two: tests and the notebook's CI run). Each section is the full config
 of its stage (configs/dvae.py, dalle.py, clip.py), so any field can be overridden, e.g.
 `--config.dalle.train.num_steps=3000`. Re-running resumes every stage.
 """
@@ -24,10 +25,11 @@ def _stage_config(name: str, preset: str) -> ml_collections.ConfigDict:
     return module.get_config(preset)
 
 
-def _shared_data(c, resolution: int, num_train: int, batches: tuple[int, int, int]):
+def _shared_data(c, resolution: int, num_train: int, batches: tuple[int, int, int],
+                 variant: str = "bold"):
     """Every stage reads the same `shapes` scenes (the transformer through their codes); batches
     are the dVAE's, the transformer's and CLIP's."""
-    shapes = dict(variant="objects", num_train=num_train, num_validation=512, num_test=256,
+    shapes = dict(variant=variant, num_train=num_train, num_validation=512, num_test=256,
                   num_heldout=512, seed=0)
     for stage, batch in zip((c.dvae, c.dalle, c.clip), batches):
         stage.data.update(resolution=resolution, global_batch_size=batch)
@@ -37,34 +39,43 @@ def _shared_data(c, resolution: int, num_train: int, batches: tuple[int, int, in
 
 
 def _default(c):
-    c.dvae.model.update(vocab_size=256, n_hid=32, n_blk_per_group=1, n_init=64, embed_dim=32,
+    # A VQ-VAE sized for `bold` scenes (measured on a 2-core CPU: at 3,000 steps of 8 images,
+    # 4 minutes, its reconstructions pass the caption checker on 99% of seen and 97% of held-out
+    # scenes; 1,500 steps of 16 reached 90% and 76%). Channel permutations show it every colour
+    # with every shape, held-out pairs included, so it codes outlines apart from colour.
+    c.dvae.model.update(vocab_size=512, n_hid=16, n_blk_per_group=1, n_init=64, embed_dim=32,
                         quantizer="vq")
-    c.dvae.optimizer.update(learning_rate=1e-3, decay_steps=350, grad_clip_norm=0.0)
+    c.dvae.augment.permute_channels = True
+    c.dvae.optimizer.update(learning_rate=2e-3, decay_steps=3000, grad_clip_norm=0.0)
     # The VQ-VAE trains jointly to the end (the `shapes` decoder phase is for 18,000 steps).
     c.dvae.decoder_phase.from_step = 0
-    c.dvae.train.update(num_steps=350, eval_every=350, eval_batches=4, image_every=350,
-                        checkpoint_every=175, log_every=25)
+    c.dvae.train.update(num_steps=3000, eval_every=3000, eval_batches=4, image_every=3000,
+                        checkpoint_every=1000, log_every=100)
     text_len, text_vocab = 24, 1024
-    c.dalle.model.update(text_vocab=text_vocab, text_len=text_len, image_vocab=256, grid=8,
+    c.dalle.model.update(text_vocab=text_vocab, text_len=text_len, image_vocab=512, grid=9,
                          width=256, depth=4, heads=4, head_dim=64, conv_kernel=5, block_size=32,
                          dtype="bfloat16", remat="none")
     c.dalle.optimizer.update(learning_rate=1e-3, warmup_steps=100, decay="cosine",
-                             decay_steps=500, end_learning_rate=1e-5)
-    c.dalle.train.update(num_steps=500, log_every=50, eval_every=250, eval_batches=4,
-                         checkpoint_every=250, keep_checkpoints=1)
-    c.clip.model.update(text_vocab=text_vocab, text_len=text_len, resolution=64, patch=8,
+                             decay_steps=800, end_learning_rate=1e-5)
+    c.dalle.train.update(num_steps=800, log_every=50, eval_every=400, eval_batches=4,
+                         checkpoint_every=400, keep_checkpoints=1)
+    c.clip.model.update(text_vocab=text_vocab, text_len=text_len, resolution=72, patch=8,
                         width=128, heads=4, text_depth=2, image_depth=2, embed_dim=64)
-    c.clip.optimizer.update(learning_rate=1e-3, warmup_steps=50, decay_steps=400,
+    c.clip.optimizer.update(learning_rate=1e-3, warmup_steps=50, decay_steps=300,
                             weight_decay=0.1, ema_decay=0.99)
-    c.clip.train.update(num_steps=400, log_every=50, eval_every=200, eval_batches=4,
-                        checkpoint_every=200, keep_checkpoints=1)
+    c.clip.train.update(num_steps=300, log_every=50, eval_every=300, eval_batches=4,
+                        checkpoint_every=300, keep_checkpoints=1)
     for stage in (c.dvae, c.dalle, c.clip):
         stage.text.update(vocab_size=text_vocab, text_len=text_len)
-    _shared_data(c, resolution=64, num_train=5_000, batches=(16, 32, 64))
-    c.sample.update(num_samples=8, rerank=4)
+    # `bold` scenes at 72 px: a grid cell is 3 × 3 of the dVAE's 8-pixel codes.
+    _shared_data(c, resolution=72, num_train=5_000, batches=(8, 32, 64))
+    # Temperature 0.7: a model of a few minutes draws cleaner outlines below 1 (measured: 56% of
+    # samples pass the caption checker at 0.7, 48% at 1; classifier-free guidance did not help).
+    c.sample.update(num_samples=8, rerank=4, temperature=0.7)
 
 
 def _tiny(c):
+    c.dvae.augment.permute_channels = True  # as the default preset
     text_len, text_vocab = 16, 512
     c.dalle.model.update(text_vocab=text_vocab, text_len=text_len)
     c.clip.model.update(text_vocab=text_vocab, text_len=text_len)
@@ -95,9 +106,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.dalle = _stage_config("dalle", "tiny")
     c.clip = _stage_config("clip", "tiny")
     c.sample = ml_collections.ConfigDict(dict(
-        prompts=["a red circle", "a blue square in the top left", "a green triangle",
-                 "a yellow star below a purple heart"],
-        num_samples=8, rerank=4, seed=0, temperature=1.0, top_k=0, top_p=1.0, guidance=1.0))
+        prompts=["a green heart in the bottom right", "a purple circle in the top left",
+                 "an orange square at the top", "a yellow star below a blue circle"],
+        num_samples=8, rerank=4, seed=0, temperature=1.0, top_k=0, top_p=1.0, guidance=1.0,
+        # Judge every sample with the `shapes` caption checker (samples.json, the log line).
+        judge=True))
     PRESETS[preset](c)
     c.preset = preset
     return c

@@ -25,7 +25,7 @@ def data_config(**values) -> ml_collections.ConfigDict:
     c.resolution = 64
     # image_text_folder only: the folder, manifest or .tar shards to import.
     c.source = ""
-    # shapes only: sizes of the splits, the variant ('objects' or 'words') and the scene seed.
+    # shapes only: sizes of the splits, the variant ('objects', 'bold' or 'words') and the scene seed.
     c.shapes = ml_collections.ConfigDict(
         dict(variant="objects", num_train=20000, num_validation=1000, num_test=1000,
              num_heldout=1000, seed=0)

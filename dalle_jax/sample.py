@@ -10,7 +10,9 @@
 Writes a PNG grid (one row of samples per prompt, captions under the images) and, beside it, a
 JSON file (same name, .json) with every sample's prompt, index, CLIP score and rank. With
 `--rerank=K` only the K best-scored samples of each prompt go into the grid. `--complete` keeps
-the codes of the first `--keep_rows` rows of an image and samples the rest (paper §3).
+the codes of the first `--keep_rows` rows of an image and samples the rest (paper §3). `--judge`
+checks each sample of a `shapes` prompt against it (colour, shape, place) and prints the share
+that pass.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def _define_flags():
     flags.DEFINE_integer("seed", 0, "random seed")
     flags.DEFINE_integer("batch_size", 8, "(prompt, sample) rows per jitted batch")
     flags.DEFINE_string("out", "samples.png", "PNG grid to write (and OUT.json with the scores)")
+    flags.DEFINE_bool("judge", False, "check each sample against its `shapes` prompt and report "
+                      "the share that pass")
     flags.DEFINE_string("mesh", "data:-1", "AXIS:SIZE,… the transformer's EMA is split over by its "
                         "rules (e.g. fsdp:4 for a model too large for one device)")
     flags.mark_flags_as_required(["workdir"])
@@ -75,10 +79,11 @@ def main(argv: list[str]) -> None:
             num_samples=f.num_samples, rerank=f.rerank,
             settings=Settings(**sampling_settings()), seed=f.seed,
             clip_workdir=f.clip_workdir, dvae_workdir=f.dvae_workdir, complete=f.complete,
-            keep_rows=f.keep_rows, batch_size=f.batch_size, mesh=f.mesh)
+            keep_rows=f.keep_rows, batch_size=f.batch_size, mesh=f.mesh, judge=f.judge)
     except (ValueError, FileNotFoundError) as e:
         fail(e)
-    print(json.dumps({"grid": record["grid"], "samples": len(record["samples"])}))
+    print(json.dumps({"grid": record["grid"], "samples": len(record["samples"]),
+                      **{k: record[k] for k in ("shown_pass_rate", "pass_rate") if k in record}}))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def test_quickstart_as_two_processes_equals_one_process_with_four_devices(tmp_pa
     with open(os.path.join(two, "samples.json")) as f, open(os.path.join(one, "samples.json")) as g:
         got, want = json.load(f)["samples"], json.load(g)["samples"]
     assert [s["prompt"] for s in got] == [s["prompt"] for s in want] and len(got) == 4
+    assert [s["passes"] for s in got] == [s["passes"] for s in want]  # the caption checker's
     np.testing.assert_allclose([s["score"] for s in got], [s["score"] for s in want], atol=1e-4)
     grids = [np.asarray(Image.open(os.path.join(w, "samples.png")), np.float32) for w in (two, one)]
     assert np.abs(grids[0] - grids[1]).mean() < 0.5

@@ -31,7 +31,7 @@ def prepare_main(argv: list[str]) -> None:
     p.add_argument("--data_dir", required=True, help="where prepared datasets are written")
     p.add_argument("--resolution", type=int, help="image side in pixels")
     p.add_argument("--seed", type=int, help="shapes: scene seed")
-    p.add_argument("--variant", help="shapes: 'objects' or 'words'")
+    p.add_argument("--variant", help="shapes: 'objects', 'bold' or 'words'")
     for split in ("train", "validation", "test", "heldout"):
         p.add_argument(f"--num_{split}", type=int, help=f"shapes: examples in {split}")
     p.add_argument("--source", help="image_text_folder: a folder, a CSV/JSONL manifest or .tar shards")

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from dalle_jax.data.shapes.render import RADIUS
+from dalle_jax.data.shapes.styles import SMALLEST_RADIUS
 from dalle_jax.data.shapes.vocabulary import BACKGROUNDS, COLOURS, POSITIONS, SHAPES
 from dalle_jax.evaluation import shape_classifier
 from dalle_jax.data.shapes.caption_parser import Request
@@ -70,7 +70,7 @@ def judge(image: np.ndarray, request: Request, classifier: dict) -> dict:
     Each named object takes one connected region of its colour (two objects of one colour take
     different regions); of all such readings the one that satisfies the most checks is judged.
     """
-    small_area = math.pi * (RADIUS["small"] * image.shape[0] / 3) ** 2
+    small_area = math.pi * (SMALLEST_RADIUS * image.shape[0] / 3) ** 2
     masks = colour_masks(image)
     options = [components(masks[w.colour], MIN_AREA * small_area) for w in request.objects]
     if not all(options):

@@ -154,6 +154,16 @@ def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: in
     return record
 
 
+def judge_samples(images: np.ndarray, prompts: list[str],
+                  classifier_path: str | None = None) -> np.ndarray:
+    """(P, N) bool: whether each uint8 sample `images[p, n]` (P, N, H, W, 3) passes every check
+    of `prompts[p]`; a ValueError names a prompt the `shapes` caption grammar cannot read."""
+    classifier = shape_classifier.load_or_train(classifier_path)
+    requests = [caption_parser.parse(p) for p in prompts]
+    return np.array([[judge.judge(image, r, classifier)["all"] for image in row]
+                     for row, r in zip(images, requests, strict=True)], bool)
+
+
 def judge_reconstructions(dvae, split: str, count: int, classifier_path: str | None = None) -> dict:
     """Checker pass shares of a stage-1 model's reconstructions of a `shapes` split's first
     `count` scenes (encoded and decoded once): the ceiling any transformer on these codes meets."""

@@ -4,7 +4,10 @@
 stage and the notebook use it): it restores the transformer, its dVAE and (optionally) a CLIP
 model, draws `num_samples` per prompt, scores them, and writes the grid (one row per prompt, the
 `rerank` best only when asked) and a JSON record of every sample's prompt, index, score and rank.
-On a pod every host samples alike and the first one writes.
+With `judge`, each sample of a `shapes` prompt is also judged by the caption checker
+(`evaluation.shapes_eval.judge_samples`): `passes` per sample and `shown_pass_rate`, the share of
+the grid's samples that show their prompt. On a pod every host samples alike and the first one
+writes.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ def completion_prefix(gen, path: str, keep_rows: int, count: int) -> tuple[np.nd
 def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8,
              rerank: int = 0, settings=None, seed: int = 0, clip_workdir: str | None = None,
              dvae_workdir: str | None = None, complete: str | None = None, keep_rows: int = 0,
-             batch_size: int = 8, mesh: str = "data:-1") -> dict:
-    """Samples, scores and writes the grid `out` and its JSON; returns the JSON record."""
+             batch_size: int = 8, mesh: str = "data:-1", judge: bool = False) -> dict:
+    """Samples, scores and writes the grid `out` and its JSON; returns the JSON record.
+    `judge` checks each sample against its `shapes` prompt (the shape classifier is kept in the
+    transformer workdir's `eval/`)."""
     from dalle_jax import visualize
     from dalle_jax.data import pipeline
     from dalle_jax.generation.generator import Generator, encode_prompts
@@ -69,6 +74,12 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
     codes = gen.sample(text, num_samples, seed=seed, settings=settings, batch_size=batch_size,
                        prefix=prefix, keep=keep)
     images = gen.decode(codes)  # (P, N, H, W, 3)
+    passes = None
+    if judge:
+        from dalle_jax.evaluation import shapes_eval
+
+        passes = shapes_eval.judge_samples(images, prompts,
+                                           shapes_eval.default_classifier_path(workdir))
     samples, shown, labels = [], [], []
     shown_per_prompt = rerank or num_samples
     for p, prompt in enumerate(prompts):
@@ -78,13 +89,18 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
         for i in range(num_samples):
             samples.append({"prompt": prompt, "sample": i,
                             "score": float(scores[i]) if ranker else None,
-                            "rank": rank.get(i), "in_grid": bool(i in order)})
+                            "rank": rank.get(i), "in_grid": bool(i in order),
+                            **({"passes": bool(passes[p, i])} if judge else {})})
         for i in order:
             shown.append(images[p, i])
             labels.append(prompt + (f" ({scores[i]:.3f})" if ranker else ""))
     record = {"workdir": workdir, "step": gen.step, "grid": out, "settings": settings._asdict(),
               "seed": seed, "clip_workdir": clip_workdir, "complete": complete,
               "keep_rows": keep_rows if complete else 0, "samples": samples}
+    if judge:
+        in_grid = [s["passes"] for s in samples if s["in_grid"]]
+        record["shown_pass_rate"] = float(np.mean(in_grid))
+        record["pass_rate"] = float(passes.mean())
     if hosts.is_primary():  # on a pod every host samples alike; the first one writes
         visualize.save_grid(np.stack(shown), labels, out, columns=shown_per_prompt)
         epath.Path(os.path.splitext(out)[0] + ".json").write_text(json.dumps(record, indent=1))

@@ -3,7 +3,9 @@
 `train --config=configs/quickstart.py --workdir=W` trains the config's `dvae` section in W/dvae,
 encodes the prepared dataset with it into W/codes (`image_codes`), trains the `dalle` section on
 those codes in W/dalle and the `clip` section on the images in W/clip, then draws `sample.prompts`
-and writes W/samples.png and W/samples.json (reranked by the CLIP model). Every stage resumes from
+and writes W/samples.png and W/samples.json (reranked by the CLIP model); with `sample.judge`,
+the `shapes` caption checker judges every sample and the share of the shown ones that pass is
+logged and returned. Every stage resumes from
 its own checkpoints, and the codes are reused once written, so re-running the command continues
 where it stopped.
 """
@@ -54,9 +56,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                       paths["clip"])
     s = config.sample
     out = os.path.join(workdir, "samples.png")
-    generate(workdir=paths["dalle"], prompts=list(s.prompts), out=out,
-             num_samples=s.num_samples, rerank=s.rerank, seed=s.seed,
-             settings=Settings(s.temperature, s.top_k, s.top_p, s.guidance),
-             clip_workdir=paths["clip"], dvae_workdir=paths["dvae"])
+    record = generate(workdir=paths["dalle"], prompts=list(s.prompts), out=out,
+                      num_samples=s.num_samples, rerank=s.rerank, seed=s.seed,
+                      settings=Settings(s.temperature, s.top_k, s.top_p, s.guidance),
+                      clip_workdir=paths["clip"], dvae_workdir=paths["dvae"],
+                      judge=s.get("judge", False))
     results["samples"] = out
+    if "shown_pass_rate" in record:
+        results["shown_pass_rate"] = record["shown_pass_rate"]
+        results["pass_rate"] = record["pass_rate"]
+        logging.info("samples: %.0f%% of those in %s show their prompt (the caption checker), "
+                     "%.0f%% of all drawn", 100 * record["shown_pass_rate"], out,
+                     100 * record["pass_rate"])
     return results

@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw
 
-from dalle_jax.data.shapes import render, shapes
+from dalle_jax.data.shapes import render, shapes, styles
 from dalle_jax.data.shapes.vocabulary import (
     BACKGROUNDS, COLOURS, DEFAULT_HELDOUT_PAIRS, POSITION_PHRASES, POSITIONS, RELATION_PHRASES,
     RELATIONS, SHAPE_WORDS, SHAPES, SIZE_WORDS, SIZES, WORDS,
@@ -41,9 +41,15 @@ def _words_in(caption, table):
     return [k for _, k in sorted(found)]
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    return shapes.prepare(str(tmp_path_factory.mktemp("data")), resolution=48, seed=1, **COUNTS)
+@pytest.fixture(scope="module", params=["objects", "bold"])
+def prepared(request, tmp_path_factory):
+    """Both object variants: every test of their captions and pixels holds for each."""
+    return shapes.prepare(str(tmp_path_factory.mktemp("data")), variant=request.param,
+                          resolution=48, seed=1, **COUNTS)
+
+
+def _variant(prepared) -> str:
+    return prepared["config"].split("-", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +128,8 @@ def test_heldout_pairs_only_in_heldout(splits):
 
 
 def test_deterministic_for_seed_and_reused(prepared, splits, tmp_path):
-    again = shapes.prepare(str(tmp_path), resolution=48, seed=1, **COUNTS)
+    variant = _variant(prepared)
+    again = shapes.prepare(str(tmp_path), variant=variant, resolution=48, seed=1, **COUNTS)
     assert again["config"] == prepared["config"]
     for a, b in zip(splits["validation"], _examples(again, "validation")):
         np.testing.assert_array_equal(a["image"], b["image"])
@@ -130,13 +137,38 @@ def test_deterministic_for_seed_and_reused(prepared, splits, tmp_path):
     files = glob.glob(os.path.join(again["path"], "*.array_record*"))
     assert len(files) >= 4  # at least one shard per split
     mtimes = {f: os.path.getmtime(f) for f in files}
-    assert shapes.prepare(str(tmp_path), resolution=48, seed=1, **COUNTS) == again
+    assert shapes.prepare(str(tmp_path), variant=variant, resolution=48, seed=1, **COUNTS) == again
     assert {f: os.path.getmtime(f) for f in files} == mtimes  # reused, not regenerated
-    other = shapes.prepare(str(tmp_path), resolution=48, seed=2, **COUNTS)
+    other = shapes.prepare(str(tmp_path), variant=variant, resolution=48, seed=2, **COUNTS)
     assert other["config"] != again["config"]
     others = _examples(other, "validation")
     assert [e["caption"] for e in others] != [e["caption"] for e in splits["validation"]]
     assert any((a["image"] != b["image"]).any() for a, b in zip(others, splits["validation"]))
+
+
+def test_bold_draws_large_centred_objects_on_white(prepared, splits):
+    """`bold`: every object large and drawn around its cell's centre, on white; `objects` jitters
+    both sizes over five backgrounds. Other variants share the scenes, not the pixels."""
+    bold = _variant(prepared) == "bold"
+    cell = 48 / 3
+    sizes, backgrounds, offsets = set(), set(), []
+    for ex in splits["train"]:
+        backgrounds.add(list(BACKGROUNDS)[ex["background"]])
+        objects = _objects(ex)
+        colours = [o["colour"] for o in objects]
+        for o in objects:
+            sizes.add(o["size"])
+            symmetric = o["shape"] in ("circle", "square", "hexagon", "cross", "diamond")
+            if symmetric and colours.count(o["colour"]) == 1:
+                ys, xs = np.nonzero((ex["image"] == COLOURS[o["colour"]]).all(-1))
+                row, col = divmod(POSITIONS.index(o["position"]), 3)
+                offsets.append(max(abs((xs.min() + xs.max() + 1) / 2 - (col + 0.5) * cell),
+                                   abs((ys.min() + ys.max() + 1) / 2 - (row + 0.5) * cell)))
+    if bold:
+        assert sizes == {"large"} and backgrounds == {"white"} and max(offsets) <= 1.0
+    else:
+        assert sizes == set(SIZES) and len(backgrounds) == len(BACKGROUNDS)
+        assert max(offsets) > 1.0
 
 
 def test_words_variant(tmp_path):
@@ -167,18 +199,20 @@ def test_bad_options_are_named(tmp_path, kwargs, message):
         shapes.prepare(str(tmp_path), **kwargs)
 
 
-def test_objects_stay_inside_their_cell_at_the_smallest_size():
+@pytest.mark.parametrize("variant", list(styles.STYLES))
+def test_objects_stay_inside_their_cell_at_the_smallest_size(variant):
     """An object at its cell's centre, moved by the largest jitter, keeps inside the cell, so the
     objects of a two-object scene (always in different cells) never overlap."""
     resolution, cell = shapes.MIN_RESOLUTION, shapes.MIN_RESOLUTION / 3
+    style = styles.STYLES[variant]
     for shape in SHAPES:
-        for size in SIZES:
+        for size in style.sizes:
             for dx in (-1, 1):
                 for dy in (-1, 1):
                     img = Image.new("RGB", (resolution, resolution), (0, 0, 0))
-                    j = render.JITTER[size] * cell
+                    j = style.jitter[size] * cell
                     cx, cy = 1.5 * cell + dx * j, 1.5 * cell + dy * j  # the centre cell
-                    r = render.RADIUS[size] * cell
+                    r = style.radius[size] * cell
                     render.draw_shape(ImageDraw.Draw(img), shape, cx, cy, r, (255, 0, 0))
                     ys, xs = np.nonzero(np.asarray(img)[..., 0])
                     assert len(xs) > 0, (shape, size)

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dalle_jax.data.shapes import render, scenes
+from dalle_jax.data.shapes import render, scenes, styles
 from dalle_jax.data.shapes.vocabulary import SHAPES
 from dalle_jax.data.shapes import caption_parser
 from dalle_jax.evaluation import judge, shape_classifier, shapes_eval
@@ -30,11 +30,13 @@ def classifier(classifier_path):
     return params
 
 
-def _scenes(count, seed=0):
+def _scenes(count, seed=0, variant="objects", resolution=64):
     rng = np.random.default_rng(seed)
+    style = styles.STYLES[variant]
     for _ in range(count):
-        scene = scenes.sample_objects_scene(rng, frozenset(), False)
-        yield scene, scenes.objects_caption(scene, rng), render.render_objects(scene, 64, rng)
+        scene = scenes.sample_objects_scene(rng, frozenset(), False, style)
+        yield scene, scenes.objects_caption(scene, rng), render.render_objects(
+            scene, resolution, rng, style)
 
 
 def test_parser_reads_every_template_back():
@@ -54,9 +56,10 @@ def test_classifier_reads_rendered_outlines(classifier):
     assert shape_classifier.accuracy(classifier, count=500) > 0.65  # blurred and speckled ones
 
 
-def test_real_scenes_pass_and_wrong_captions_fail(classifier):
+@pytest.mark.parametrize("variant,resolution", [("objects", 64), ("bold", 72)])
+def test_real_scenes_pass_and_wrong_captions_fail(classifier, variant, resolution):
     passed, wrong_colour, wrong_place, read_right = [], [], [], []
-    for scene, caption, image in _scenes(150, seed=1):
+    for scene, caption, image in _scenes(150, seed=1, variant=variant, resolution=resolution):
         request = caption_parser.parse(caption)
         judgement = judge.judge(image, request, classifier)
         passed.append(judgement["all"])
@@ -77,6 +80,18 @@ def test_real_scenes_pass_and_wrong_captions_fail(classifier):
     assert np.mean(passed) >= 0.95 and np.mean(read_right) >= 0.95
     assert not any(wrong_colour)
     assert wrong_place and not any(wrong_place)
+
+
+def test_judge_samples_passes_true_scenes_and_fails_other_prompts(classifier_path):
+    """`judge_samples`, as `sample --judge` and the quickstart use it: (P, N) verdicts."""
+    drawn = list(_scenes(6, seed=4, variant="bold", resolution=72))
+    images = np.stack([image for _, _, image in drawn])[None]  # one prompt, six samples
+    own = shapes_eval.judge_samples(images[:, :1], [drawn[0][1]], classifier_path)
+    assert own.shape == (1, 1) and own[0, 0]
+    wrong = "a brown star" if "brown" not in drawn[0][1] else "a pink star"
+    assert not shapes_eval.judge_samples(images, [wrong], classifier_path).any()
+    with pytest.raises(ValueError, match="caption"):
+        shapes_eval.judge_samples(images, ["a cat on a mat"], classifier_path)
 
 
 def test_shares_count_each_named_object_by_its_shape():

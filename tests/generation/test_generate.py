@@ -83,10 +83,15 @@ def test_sample_command_reranks_completes_and_writes_grid_and_scores(tiny_dalle,
     r = _sample_cli(f"--workdir={tiny_dalle}", f"--clip_workdir={tiny_clip}",
                     "--prompt=a red circle", "--prompt=a blue square", "--num_samples=4",
                     "--rerank=2", "--top_k=8", f"--complete={image}", "--keep_rows=1",
-                    "--seed=3", f"--out={out}")
+                    "--seed=3", f"--out={out}", "--judge")
     assert r.returncode == 0, r.stderr
     assert Image.open(out).size[0] > 0
     record = json.load(open(tmp_path / "grid.json"))
+    printed = json.loads(r.stdout.strip().splitlines()[-1])  # the checker's verdicts, summed up
+    assert all(isinstance(s["passes"], bool) for s in record["samples"])
+    assert printed["shown_pass_rate"] == record["shown_pass_rate"] == np.mean(
+        [s["passes"] for s in record["samples"] if s["in_grid"]])
+    assert record["pass_rate"] == np.mean([s["passes"] for s in record["samples"]])
     assert len(record["samples"]) == 8 and record["settings"]["top_k"] == 8
     for prompt in ("a red circle", "a blue square"):
         rows = [s for s in record["samples"] if s["prompt"] == prompt]

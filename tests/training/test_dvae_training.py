@@ -127,3 +127,22 @@ def test_nonfinite_loss_stops_with_the_step(tmp_path, data_dir):
     # A NaN learning rate makes the parameters NaN after the first update, so step 2's loss is NaN.
     with pytest.raises(loop.NonFiniteLoss, match="step 2"):
         _run(config, tmp_path / "nan")
+
+
+def test_permute_channels_gives_each_image_one_of_the_six_orders():
+    """`augment.permute_channels`: every image keeps its pixels with its channels reordered, each
+    image by its own draw."""
+    import itertools
+
+    from dalle_jax.training.dvae.steps import permute_channels
+
+    images = np.zeros((64, 2, 2, 3), np.uint8)
+    images[..., 0], images[..., 1], images[..., 2] = 10, 20, 30
+    out = np.asarray(permute_channels(jnp.asarray(images), jax.random.key(0)))
+    orders = []
+    for got in out:
+        match = [o for o in itertools.permutations(range(3))
+                 if np.array_equal(got, images[0][..., list(o)])]
+        assert len(match) == 1
+        orders.append(match[0])
+    assert len(set(orders)) == 6  # 64 draws of 6 orders

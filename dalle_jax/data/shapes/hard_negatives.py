@@ -8,12 +8,13 @@ import ml_collections
 
 from dalle_jax.data.hard_negatives import HardNegatives
 from dalle_jax.data.shapes import negative_images, negatives
+from dalle_jax.data.shapes.styles import STYLES
 from dalle_jax.data.shapes.vocabulary import DEFAULT_HELDOUT_PAIRS
 
 
 def hard_negatives(data: ml_collections.ConfigDict) -> HardNegatives | None:
     """The negatives of a `shapes` data config; None for the `words` variant (nothing to swap)."""
-    if data.shapes.variant != "objects":
+    if data.shapes.variant not in STYLES:
         return None
     avoid = frozenset(tuple(p) for p in data.shapes.get("heldout_pairs", DEFAULT_HELDOUT_PAIRS))
     return HardNegatives(

@@ -11,8 +11,9 @@ to another cell, keeping its offset from the cell's centre.
 
 The scene is read back from the pixels and the caption alone: rendering has no antialiasing, so
 an object is exactly the pixels of its colour, and the background is the commonest colour of the
-image's border. The object's size and true centre come from comparing its bounding box with the same
-shape rendered at both sizes (a triangle's box is not centred on the point it was drawn around).
+image's border. The object's radius and true centre come from comparing its bounding box with the same
+shape rendered at every radius a variant draws (a triangle's box is not centred on the point it
+was drawn around).
 An object whose colour appears twice in the caption, or not at all in the image, is not changed;
 an image with no object left to change gets no negative, and the caller is told which.
 """
@@ -26,18 +27,20 @@ import zlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dalle_jax.data.shapes.render import RADIUS, draw_shape
+from dalle_jax.data.shapes.render import draw_shape
+from dalle_jax.data.shapes.styles import RADII
 from dalle_jax.data.shapes.vocabulary import COLOURS, SHAPES
 from dalle_jax.data.shapes.caption_parser import parse
 
 
 @functools.lru_cache(maxsize=None)
-def _reference_box(shape: str, size: str, resolution: int) -> tuple[float, float, float, float]:
-    """(width, height, x offset, y offset) of `shape`'s pixel box at `size`, the offsets from the
-    centre it is drawn around to the centre of its box."""
+def _reference_box(shape: str, radius: float, resolution: int
+                   ) -> tuple[float, float, float, float]:
+    """(width, height, x offset, y offset) of `shape`'s pixel box at `radius` (a share of a
+    cell's side), the offsets from the centre it is drawn around to the centre of its box."""
     canvas = Image.new("L", (resolution, resolution), 0)
     centre = resolution / 2
-    draw_shape(ImageDraw.Draw(canvas), shape, centre, centre, RADIUS[size] * resolution / 3, 255)
+    draw_shape(ImageDraw.Draw(canvas), shape, centre, centre, radius * resolution / 3, 255)
     ys, xs = np.nonzero(np.asarray(canvas))
     return (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1,
             (xs.min() + xs.max() + 1) / 2 - centre, (ys.min() + ys.max() + 1) / 2 - centre)
@@ -55,12 +58,13 @@ def _background(image: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class _Found:
-    """An object of the caption as drawn: its pixels, size and the centre it was drawn around."""
+    """An object of the caption as drawn: its pixels, radius (a share of a cell's side) and the
+    centre it was drawn around."""
 
     colour: str
     shape: str
     mask: np.ndarray
-    size: str
+    radius: float
     centre: tuple[float, float]
 
 
@@ -74,17 +78,17 @@ def _find(image: np.ndarray, objects) -> list[_Found]:
             continue
         ys, xs = np.nonzero(mask)
         box = np.array([xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], np.float64)
-        boxes = {s: _reference_box(o.shape, s, image.shape[0]) for s in RADIUS}
-        size = min(boxes, key=lambda s: np.abs(box - boxes[s][:2]).sum())
-        _, _, dx, dy = boxes[size]
+        boxes = {r: _reference_box(o.shape, r, image.shape[0]) for r in RADII}
+        radius = min(boxes, key=lambda r: np.abs(box - boxes[r][:2]).sum())
+        _, _, dx, dy = boxes[radius]
         centre = ((xs.min() + xs.max() + 1) / 2 - dx, (ys.min() + ys.max() + 1) / 2 - dy)
-        found.append(_Found(o.colour, o.shape, mask, size, centre))
+        found.append(_Found(o.colour, o.shape, mask, radius, centre))
     return found
 
 
 def _redraw(image: np.ndarray, erase: list[_Found], draws: list[tuple]) -> np.ndarray:
     """`image` with the objects `erase` painted over by the background, then each of `draws`
-    ((shape, colour, size, (cx, cy))) drawn."""
+    ((shape, colour, radius, (cx, cy))) drawn."""
     out = image.copy()
     background = _background(image)
     for f in erase:
@@ -92,8 +96,8 @@ def _redraw(image: np.ndarray, erase: list[_Found], draws: list[tuple]) -> np.nd
     canvas = Image.fromarray(out)
     pen = ImageDraw.Draw(canvas)
     cell = image.shape[0] / 3
-    for shape, colour, size, (cx, cy) in draws:
-        draw_shape(pen, shape, cx, cy, RADIUS[size] * cell, tuple(COLOURS[colour]))
+    for shape, colour, radius, (cx, cy) in draws:
+        draw_shape(pen, shape, cx, cy, radius * cell, tuple(COLOURS[colour]))
     return np.asarray(canvas)
 
 
@@ -117,21 +121,21 @@ def _shape_swap(image, request, found, rng, avoid) -> np.ndarray | None:
         return None
     f, shapes = choices[int(rng.integers(len(choices)))]
     new = shapes[int(rng.integers(len(shapes)))]
-    return _redraw(image, [f], [(new, f.colour, f.size, f.centre)])
+    return _redraw(image, [f], [(new, f.colour, f.radius, f.centre)])
 
 
 def _position_swap(image, request, found, rng, avoid) -> np.ndarray | None:
     cell = image.shape[0] / 3
     if len(request.objects) == 2 and len(found) == 2:  # trading places inverts every relation
         (a, (ia, oa)), (b, (ib, ob)) = [(f, _cell_offset(f.centre, cell)) for f in found]
-        return _redraw(image, found, [(a.shape, a.colour, a.size, _moved(oa, ib, cell)),
-                                      (b.shape, b.colour, b.size, _moved(ob, ia, cell))])
+        return _redraw(image, found, [(a.shape, a.colour, a.radius, _moved(oa, ib, cell)),
+                                      (b.shape, b.colour, b.radius, _moved(ob, ia, cell))])
     if len(request.objects) == 1 and request.objects[0].position and found:
         (f,) = found
         index, offset = _cell_offset(f.centre, cell)
         others = [i for i in range(9) if i != index]
         target = others[int(rng.integers(len(others)))]
-        return _redraw(image, [f], [(f.shape, f.colour, f.size, _moved(offset, target, cell))])
+        return _redraw(image, [f], [(f.shape, f.colour, f.radius, _moved(offset, target, cell))])
     return None
 
 

@@ -8,12 +8,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from dalle_jax.data.shapes.styles import STYLES, Style
 from dalle_jax.data.shapes.vocabulary import BACKGROUNDS, COLOURS, POSITIONS
-
-# Object radius as a share of a grid cell's side, and the jitter of its centre inside the cell;
-# radius + jitter stays under half a cell, so objects in different cells never touch.
-RADIUS = {"small": 0.25, "large": 0.40}
-JITTER = {"small": 0.15, "large": 0.05}
 
 
 def _regular(cx, cy, r, n, phase=-math.pi / 2, inner=None):
@@ -69,16 +65,21 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: f
         raise ValueError(f"unknown shape {shape!r}")
 
 
-def render_objects(scene: dict, resolution: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 (R, R, 3) image of `scene['objects']` on its background."""
+def render_objects(scene: dict, resolution: int, rng: np.random.Generator,
+                   style: Style = STYLES["objects"]) -> np.ndarray:
+    """uint8 (R, R, 3) image of `scene['objects']` on its background, drawn in `style`: each
+    object at its size's radius, its centre shifted inside its cell by up to its size's jitter
+    (drawn from `rng`; no draw where the jitter is 0)."""
     img = Image.new("RGB", (resolution, resolution), BACKGROUNDS[scene["background"]])
     draw = ImageDraw.Draw(img)
     cell = resolution / 3
     for obj in scene["objects"]:
         row, col = divmod(POSITIONS.index(obj["position"]), 3)
-        jx, jy = rng.uniform(-1, 1, size=2) * JITTER[obj["size"]] * cell
+        jitter = style.jitter[obj["size"]]
+        jx, jy = rng.uniform(-1, 1, size=2) * jitter * cell if jitter else (0.0, 0.0)
         cx, cy = (col + 0.5) * cell + jx, (row + 0.5) * cell + jy
-        draw_shape(draw, obj["shape"], cx, cy, RADIUS[obj["size"]] * cell, COLOURS[obj["colour"]])
+        draw_shape(draw, obj["shape"], cx, cy, style.radius[obj["size"]] * cell,
+                   COLOURS[obj["colour"]])
     return np.asarray(img)
 
 

@@ -6,9 +6,10 @@ from typing import Sequence
 
 import numpy as np
 
+from dalle_jax.data.shapes.styles import STYLES, Style
 from dalle_jax.data.shapes.vocabulary import (
     BACKGROUNDS, COLOURS, POSITION_PHRASES, POSITIONS, RELATION_PHRASES, SHAPE_WORDS, SHAPES,
-    SIZE_WORDS, SIZES, WORDS, article,
+    SIZE_WORDS, WORDS, article,
 )
 
 
@@ -16,9 +17,9 @@ def _pick(rng: np.random.Generator, options: Sequence):
     return options[int(rng.integers(len(options)))]
 
 
-def _object(rng, position, pair=None):
+def _object(rng, position, sizes, pair=None):
     colour, shape = pair or (_pick(rng, tuple(COLOURS)), _pick(rng, SHAPES))
-    return {"shape": shape, "colour": colour, "size": _pick(rng, SIZES), "position": position}
+    return {"shape": shape, "colour": colour, "size": _pick(rng, sizes), "position": position}
 
 
 def _relation(first: str, second: str, rng) -> str:
@@ -32,23 +33,24 @@ def _relation(first: str, second: str, rng) -> str:
     return _pick(rng, holds)
 
 
-def sample_objects_scene(rng: np.random.Generator, heldout: frozenset, want_heldout: bool) -> dict:
-    """One or two objects. With `want_heldout`, at least one (colour, shape) pair is held out;
-    otherwise none is."""
+def sample_objects_scene(rng: np.random.Generator, heldout: frozenset, want_heldout: bool,
+                         style: Style = STYLES["objects"]) -> dict:
+    """One or two objects drawn in `style`. With `want_heldout`, at least one (colour, shape)
+    pair is held out; otherwise none is."""
     n = 1 + int(rng.integers(2))
     cells = rng.permutation(len(POSITIONS))[:n]
     objects = []
     for i, cell in enumerate(cells):
         forced = _pick(rng, sorted(heldout)) if want_heldout and i == 0 else None
         while True:
-            obj = _object(rng, POSITIONS[cell], forced)
+            obj = _object(rng, POSITIONS[cell], style.sizes, forced)
             if forced or (obj["colour"], obj["shape"]) not in heldout or want_heldout:
                 break
         objects.append(obj)
     if n == 2 and rng.integers(2):
         objects.reverse()  # the held-out object is not always the first named
     relation = _relation(objects[0]["position"], objects[1]["position"], rng) if n == 2 else "none"
-    background = _pick(rng, tuple(BACKGROUNDS))
+    background = _pick(rng, style.backgrounds)
     return {"objects": objects, "relation": relation, "background": background}
 
 

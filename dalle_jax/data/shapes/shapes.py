@@ -1,10 +1,13 @@
 """TFDS builder of the synthetic `shapes` dataset (array_record), and `prepare()`.
 
 Variant `objects`: one or two coloured shapes on a background, captioned from templates with
-synonyms, with the structured attributes stored beside each image. Variant `words`: a short word in
-coloured letters. Splits `train`, `validation`, `test` and `heldout`. For `objects`, `heldout`
-holds exactly the scenes with a (colour, shape) pair from `heldout_pairs`, which the other splits
-never contain; for `words` it is one more sample of the same distribution.
+synonyms, with the structured attributes stored beside each image. Variant `bold`: the same
+scenes and captions with every object large and centred in its cell on white (`styles.STYLES`),
+a world whose outlines survive 8-pixel image codes (at 72 px a cell is 3 × 3 codes). Variant
+`words`: a short word in coloured letters. Splits `train`, `validation`, `test` and `heldout`.
+For the object variants, `heldout` holds exactly the scenes with a (colour, shape) pair from
+`heldout_pairs`, which the other splits never contain; for `words` it is one more sample of the
+same distribution.
 
 Build it with `python -m dalle_jax.data prepare --dataset=shapes --data_dir=DIR`, or call
 `prepare(DIR, ...)`. Every option that changes the data is in the config name
@@ -23,13 +26,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dalle_jax.data.shapes import render, scenes
+from dalle_jax.data.shapes.styles import STYLES
 from dalle_jax.data.shapes.vocabulary import (
     BACKGROUNDS, COLOURS, DEFAULT_HELDOUT_PAIRS, POSITIONS, RELATIONS, SHAPES, SIZES,
 )
 from dalle_jax.data.local_info import LocalDatasetInfo
 from dalle_jax.data.summary import prepared_summary
 
-VARIANTS = ("objects", "words")
+VARIANTS = (*STYLES, "words")
 SPLITS = ("train", "validation", "test", "heldout")
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 256
 DEFAULT_COUNTS = {"train": 20000, "validation": 1000, "test": 1000, "heldout": 1000}
@@ -124,7 +128,7 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
             "caption": tfds.features.Text(),
             "background": label(names=list(BACKGROUNDS)),
         }
-        if cfg.variant == "objects":
+        if cfg.variant in STYLES:
             features["objects"] = tfds.features.Sequence({
                 "shape": label(names=list(SHAPES)),
                 "colour": label(names=list(COLOURS)),
@@ -154,9 +158,10 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         for index in range(num):
             # One rng per example: an example depends only on (seed, split, index).
             rng = np.random.default_rng([cfg.seed, SPLITS.index(split), index])
-            if cfg.variant == "objects":
-                scene = scenes.sample_objects_scene(rng, heldout, split == "heldout")
-                image = render.render_objects(scene, cfg.resolution, rng)
+            if cfg.variant in STYLES:
+                style = STYLES[cfg.variant]
+                scene = scenes.sample_objects_scene(rng, heldout, split == "heldout", style)
+                image = render.render_objects(scene, cfg.resolution, rng, style)
                 caption = scenes.objects_caption(scene, rng)
                 scene = dict(scene, num_objects=len(scene["objects"]))
             else:

@@ -8,6 +8,7 @@ was and says so in the metrics (`finite` = 0), so the loop can stop or count it.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax
@@ -35,6 +36,18 @@ def likelihood_of(model_config: ml_collections.ConfigDict) -> tuple[str, float]:
     return likelihood, float(sigma)
 
 
+# The six orders of an image's colour channels.
+CHANNEL_ORDERS = tuple(itertools.permutations(range(3)))
+
+
+def permute_channels(images: jax.Array, rng: jax.Array) -> jax.Array:
+    """Each image of (B, H, W, 3) with its channels in one of `CHANNEL_ORDERS`, drawn from `rng`
+    per image."""
+    orders = jnp.asarray(CHANNEL_ORDERS)[jax.random.randint(rng, (images.shape[0],), 0,
+                                                             len(CHANNEL_ORDERS))]
+    return jnp.take_along_axis(images, orders[:, None, None, :], axis=-1)
+
+
 def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDict,
                     schedules: dict[str, optax.Schedule]):
     """`step(state, images_uint8) → (state, metrics)`, jitted with explicit shardings."""
@@ -44,6 +57,7 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
     if not config.kl.get("marginal_temperature", 1.0) > 0:
         raise ValueError(f"kl.marginal_temperature must be positive, "
                          f"got {config.kl.marginal_temperature}")
+    permute = config.get("augment", {}).get("permute_channels", False)
     restart_below = config.gumbel.get("restart_below", 0.0)
     gumbel_restarts = not vq and restart_below > 0
     if gumbel_restarts:
@@ -61,6 +75,8 @@ def make_train_step(spec: train_state.StateSpec, config: ml_collections.ConfigDi
         rng, restart_rng = jax.random.split(jax.random.fold_in(base_key, t))
         temperature, beta = schedules["temperature"](t), schedules["beta"](t)
         noise_scale = schedules["noise_scale"](t)
+        if permute:  # another stream than `rng`'s, so runs without it draw the same noise
+            images = permute_channels(images, jax.random.fold_in(restart_rng, 1))
 
         def loss_fn(params):
             model = spec.merge(params, state["extra"])
