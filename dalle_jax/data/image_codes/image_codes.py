@@ -60,7 +60,7 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
 
     def __init__(self, *, dvae=None, **kwargs):
         super().__init__(**kwargs)
-        self.dvae = dvae  # an TrainedDVAE; needed only to generate
+        self.dvae = dvae  # a TrainedDVAE; needed only to generate
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config

@@ -2,7 +2,7 @@
 
     import dall_e
     enc, dec = dall_e.load_model("encoder.pkl"), dall_e.load_model("decoder.pkl")
-    model = convert_openai.dvae_from_torch(enc, dec)   # an DVAE, quantizer='gumbel'
+    model = convert_openai.dvae_from_torch(enc, dec)   # a DVAE, quantizer='gumbel'
 
 The module trees match by name, so conversion is a rename plus a kernel transpose from PyTorch's
 (out, in, kh, kw) to (kh, kw, in, out). Torch is needed only here, and only when converting.
@@ -68,7 +68,7 @@ def _load_into(module: nnx.Module, params: dict, what: str) -> None:
 
 
 def dvae_from_torch(encoder, decoder) -> DVAE:
-    """An `DVAE` (gumbel) carrying the weights of PyTorch `dall_e` encoder and decoder."""
+    """A `DVAE` (gumbel) carrying the weights of PyTorch `dall_e` encoder and decoder."""
     if encoder.vocab_size != decoder.vocab_size or encoder.n_hid != decoder.n_hid \
             or encoder.n_blk_per_group != decoder.n_blk_per_group:
         raise ValueError(
