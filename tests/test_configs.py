@@ -36,7 +36,7 @@ def test_every_preset_loads(path):
             assert c.text.text_len > 0 and c.data.global_batch_size > 0
 
 
-@pytest.mark.parametrize("preset", ["default", "tiny"])
+@pytest.mark.parametrize("preset", ["default", "tiny", "experiment"])
 def test_quickstart_stages_fit_together(preset):
     c = _parse(f"--config=configs/quickstart.py:{preset}")
     dvae, dalle, clip = c.dvae, c.dalle, c.clip

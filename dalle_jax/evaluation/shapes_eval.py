@@ -138,8 +138,7 @@ def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: in
     per_caption = rerank_from if ranker else 1
     codes = gen.sample(text, per_caption, seed=seed, settings=settings, batch_size=batch_size)
     images = gen.decode(codes)  # (P, N, H, W, 3)
-    every = [[judge.judge(images[p, n], r, classifier) for n in range(per_caption)]
-             for p, r in enumerate(requests)]
+    every = _judge_grid(images, requests, classifier)
     record["without_rerank"] = _shares([row[0] for row in every], requests)
     if ranker:
         scores = np.stack([ranker.scores(images[p], c) for p, c in enumerate(captions)])
@@ -154,14 +153,42 @@ def evaluate(gen, *, split: str, num_captions: int, ranker=None, rerank_from: in
     return record
 
 
+def _judge_grid(images: np.ndarray, requests: list, classifier: dict) -> list[list[dict]]:
+    """The checker's verdicts on every sample `images[p, n]` of every request p."""
+    return [[judge.judge(image, r, classifier) for image in row]
+            for row, r in zip(images, requests, strict=True)]
+
+
+def judge_codes(gen, captions: list[str], codes: np.ndarray,
+                classifier_path: str | None = None) -> dict:
+    """Checker shares of code grids drawn by any model for `captions`, decoded by the generator's
+    dVAE: `codes` (P, N, g·g) or (P, N, g, g). `first`: the first sample of each caption;
+    `sample_mean`: the share of all P·N samples passing every check (a random pick)."""
+    codes = np.asarray(codes)
+    if codes.ndim == 3:
+        codes = codes.reshape(*codes.shape[:2], gen.grid, gen.grid)
+    if codes.ndim != 4 or codes.shape[0] != len(captions) or codes.shape[2:] != (gen.grid,) * 2:
+        raise ValueError(f"codes of shape {codes.shape}: expected ({len(captions)}, N, "
+                         f"{gen.grid}, {gen.grid}) or ({len(captions)}, N, {gen.grid ** 2})")
+    if codes.min() < 0 or codes.max() >= gen.model.image_vocab:
+        raise ValueError(f"codes in [{codes.min()}, {codes.max()}] are outside the dVAE's "
+                         f"{gen.model.image_vocab} codes")
+    requests = [caption_parser.parse(c) for c in captions]
+    every = _judge_grid(gen.decode(codes), requests,
+                        shape_classifier.load_or_train(classifier_path))
+    return {"first": _shares([row[0] for row in every], requests),
+            "sample_mean": float(np.mean([j["all"] for row in every for j in row])),
+            "samples_per_caption": int(codes.shape[1])}
+
+
 def judge_samples(images: np.ndarray, prompts: list[str],
                   classifier_path: str | None = None) -> np.ndarray:
     """(P, N) bool: whether each uint8 sample `images[p, n]` (P, N, H, W, 3) passes every check
     of `prompts[p]`; a ValueError names a prompt the `shapes` caption grammar cannot read."""
     classifier = shape_classifier.load_or_train(classifier_path)
     requests = [caption_parser.parse(p) for p in prompts]
-    return np.array([[judge.judge(image, r, classifier)["all"] for image in row]
-                     for row, r in zip(images, requests, strict=True)], bool)
+    return np.array([[j["all"] for j in row] for row in _judge_grid(images, requests, classifier)],
+                    bool)
 
 
 def judge_reconstructions(dvae, split: str, count: int, classifier_path: str | None = None) -> dict:

@@ -198,3 +198,35 @@ def test_ranking_auc_counts_passing_samples_outscoring_failing_ones_within_each_
     # A plain bool array works too: sample 3 of caption 0 now fails, below both passing ones.
     assert shapes_eval.ranking_auc(scores, passed == True) == pytest.approx(4.5 / 7)  # noqa: E712
     assert shapes_eval.ranking_auc(scores[:1], np.array([[None, True, True, None]], object)) is None
+
+
+class _TableDecoder:
+    """A stand-in generator whose dVAE 'decodes' a grid to the scene its first code names."""
+
+    grid = 3
+
+    def __init__(self, images):
+        self.images = images
+        self.model = type("Model", (), {"image_vocab": len(images)})()
+
+    def decode(self, codes):
+        return self.images[codes[..., 0, 0]]
+
+
+def test_judge_codes_judges_another_models_grids(classifier_path):
+    """`judge_codes`, as experiments/peer/judge_codes.py judges the peer's samples."""
+    drawn = list(_scenes(4, seed=5, variant="bold", resolution=72))
+    gen = _TableDecoder(np.stack([image for _, _, image in drawn]))
+    captions = [caption for _, caption, _ in drawn[:2]]
+    # Caption 0 gets its own scene then scene 2's; caption 1 gets scene 3's twice: flat rows.
+    codes = np.zeros((2, 2, 9), np.int32)
+    codes[0, 0], codes[0, 1], codes[1] = 0, 2, 3
+    record = shapes_eval.judge_codes(gen, captions, codes, classifier_path)
+    own = shapes_eval.judge_samples(gen.images[[[0, 2], [3, 3]]], captions, classifier_path)
+    assert record["samples_per_caption"] == 2 and record["first"]["count"] == 2
+    assert record["first"]["all"] == pytest.approx(np.mean(own[:, 0]))
+    assert record["sample_mean"] == pytest.approx(own.mean()) and own[0, 0]
+    with pytest.raises(ValueError, match="shape"):
+        shapes_eval.judge_codes(gen, captions[:1], codes, classifier_path)
+    with pytest.raises(ValueError, match="outside"):
+        shapes_eval.judge_codes(gen, captions, codes + 4, classifier_path)
