@@ -34,9 +34,14 @@ def _base() -> ml_collections.ConfigDict:
         head_slots=64,
         # MLP width as a multiple of the model width.
         mlp_ratio=4,
-        # 'dense' (masked einsum, the reference), 'blocksparse' (skips untouched blocks) or
-        # 'splash' (the Pallas TPU kernel, under shard_map on a mesh).
+        # 'dense' (masked einsum, the reference), 'blocksparse' (skips untouched blocks), 'splash'
+        # (the Pallas TPU kernel, under shard_map on a mesh), 'cudnn' (cuDNN's fused attention on
+        # GPUs, bfloat16) or 'auto' (splash on TPUs, cudnn on GPUs where it compiles, else
+        # blocksparse; logged).
         attention="blocksparse",
+        # cudnn: 'cudnn' (the kernel) or 'xla' (the same jax.nn.dot_product_attention call as plain
+        # XLA: runs anywhere; what the CPU tests do).
+        cudnn_impl="cudnn",
         # splash off TPUs: run the kernel in Pallas interpret mode (slow; what the CPU tests do).
         splash_interpret=False,
         # splash query and key blocks (0: block_size), rounded up to multiples of 128.

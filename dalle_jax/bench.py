@@ -5,7 +5,7 @@
       [--topology=v5p:4x4x4]
   python -m dalle_jax.bench compile --config=configs/dalle.py:paper --topology=v5p:4x4x4
       --mesh=data:8,fsdp:8 [--step=train|eval|sample]
-  python -m dalle_jax.bench train --config=configs/dalle.py:small [--attention=dense|blocksparse]
+  python -m dalle_jax.bench train --config=configs/dalle.py:small [--attention=dense|blocksparse|auto]
       [--attention_shape=256,32] [--profile=DIR]
   python -m dalle_jax.bench sample --config=configs/dalle.py:small [--batches=1,8] [--skip_uncached]
 """
@@ -97,7 +97,8 @@ def main(argv: list[str]) -> None:
                                    "compile, plan: TPU slice, e.g. v5p:4x4x4, v5e:2x2")
     step = flags.DEFINE_enum("step", "train", ["train", "eval", "sample"],
                              "compile: which step to compile")
-    attention = flags.DEFINE_enum("attention", None, ["dense", "blocksparse", "splash"],
+    attention = flags.DEFINE_enum("attention", None,
+                                  ["dense", "blocksparse", "splash", "cudnn", "auto"],
                                   "train: attention implementation (default: the config's)")
     attention_shape = flags.DEFINE_string("attention_shape", "",
                                           "train: TEXT_LEN,GRID of the attention-op timing")

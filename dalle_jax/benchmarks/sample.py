@@ -1,5 +1,8 @@
 """`bench sample`: seconds per image of cached sampling against full recomputation.
 
+Per batch size: seconds per image, codes per second and the first call's time (compile + one
+call) of each sampler; XLA's device memory figures where the backend keeps them.
+
 Random weights of the config's transformer (sampling speed does not depend on what was learned),
 random prompts; each sampler is jitted and timed after a warm-up call, at each batch size. The
 image codes only: the dVAE decode is not included (a few milliseconds per image at these sizes).
@@ -14,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from dalle_jax.benchmarks.timing import time_calls
+from dalle_jax.benchmarks.timing import device_memory_gib, time_calls
 from dalle_jax.generation import sampling
 from dalle_jax.models.dalle.transformer import DalleTransformer
 
@@ -47,12 +50,14 @@ def run(config: ml_collections.ConfigDict, *, batches=(1, 8), seconds: float = 5
             fn = jax.jit(lambda s, t, k, f=sampler: f(nnx.merge(graphdef, s), t, k, settings))
             per_call, first = _timed(fn, state, text, seconds)
             row[f"{name}_s_per_image"] = per_call / b
-            row[f"{name}_first_call_s"] = first
+            row[f"{name}_codes_per_s"] = b * m.grid ** 2 / per_call
+            row[f"{name}_first_call_s"] = first  # compile + one call
         if uncached:
             row["speedup"] = row["uncached_s_per_image"] / row["cached_s_per_image"]
         results.append(row)
     return {"benchmark": "sample", "preset": config.get("preset"), "text_len": m.text_len,
             "grid": m.grid, "image_tokens": m.grid ** 2, "depth": m.depth, "width": m.width,
             "pattern": m.pattern, "attention": m.attention, "top_k": settings.top_k,
-            "device": jax.devices()[0].device_kind, "dtype": str(jnp.dtype(model.dtype)),
+            "device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
+            "dtype": str(jnp.dtype(model.dtype)), "device_memory_gib": device_memory_gib(),
             "results": results}

@@ -32,6 +32,22 @@ def matmul_peak(n: int = 2048, dtype=jnp.float32, seconds: float = 3.0) -> float
     return 2 * n**3 / time_calls(lambda: f(a, b), min_seconds=seconds)
 
 
+def peak_matmul_size(platform: str) -> int:
+    """The side of the peak matmul: 8192 on accelerators (smaller ones leave them idle between
+    kernels), 2048 on CPUs (8192³ would take minutes)."""
+    return 2048 if platform == "cpu" else 8192
+
+
+def device_memory_gib() -> dict | None:
+    """XLA's own memory figures of device 0 (`Device.memory_stats`): peak and current bytes in
+    use and the limit, GiB; None where the backend keeps none (CPUs)."""
+    stats = jax.devices()[0].memory_stats()
+    if not stats:
+        return None
+    names = {"peak_bytes_in_use": "peak", "bytes_in_use": "in_use", "bytes_limit": "limit"}
+    return {name: stats[key] / 2 ** 30 for key, name in names.items() if key in stats}
+
+
 def compiled_flops(jitted, *args) -> float:
     """FLOPs of one call as XLA's cost analysis counts them (0 if it does not say)."""
     cost = jitted.lower(*args).compile().cost_analysis()

@@ -1,9 +1,13 @@
 """`bench train`: transformer training throughput and the attention op alone, dense vs blocksparse.
 
 On random text ids and codes of the config's shapes and batch (no data, no dVAE): tokens/s and
-seconds per train step, the model FLOPs per step (`model_flops`) and their rate against a matmul
-peak measured in the same run in the model's dtype (`model.dtype`), the process's peak resident
-memory, and the host page faults per step (with whether huge pages were on, `huge_pages`). Then
+seconds per train step, the step's compile time, the model FLOPs per step (`model_flops`) and their
+rate against a matmul peak measured in the same run in the model's dtype (`model.dtype`; 8192³ on
+accelerators, 2048³ on CPUs): `fraction_of_peak`, the model-FLOPs utilisation. Memory: the
+process's peak resident memory, XLA's device memory figures where the backend keeps them
+(`device_memory_gib`: GPUs, TPUs), and the host page faults per step (with whether huge pages were
+on, `huge_pages`). `attention_resolved` is what `model.attention` ran as (`auto` picks per
+platform). Then
 one attention layer (forward and backward, every pattern of the config's schedule) timed with
 `dense` and with the config's implementation, at the config's shapes or at
 `--attention_shape=TEXT_LEN,GRID`.
@@ -12,6 +16,7 @@ one attention layer (forward and backward, every pattern of the config's schedul
 from __future__ import annotations
 
 import resource
+import time
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +25,10 @@ import numpy as np
 
 from dalle_jax.xla_cpu import huge_pages
 from dalle_jax.benchmarks.model_flops import forward_flops, train_step_flops
-from dalle_jax.benchmarks.timing import matmul_peak, time_calls, time_train_steps
+from dalle_jax.benchmarks.timing import (device_memory_gib, matmul_peak, peak_matmul_size,
+                                         time_calls, time_train_steps)
 from dalle_jax.models.dalle import attention_masks
-from dalle_jax.models.dalle.attention import attend
+from dalle_jax.models.dalle.attention import attend, resolve
 from dalle_jax.models.dalle.transformer import DTYPES, DalleTransformer
 from dalle_jax.parallel.mesh import make_mesh
 from dalle_jax.training import train_state
@@ -42,18 +48,21 @@ def _minor_faults() -> int:
 def attention_op(model: ml_collections.ConfigDict, impl: str, *, batch: int, text_len: int,
                  grid: int, seconds: float) -> float:
     """Seconds for forward + backward of one attention layer per pattern of the schedule, summed
-    over the distinct patterns weighted by how many layers use each."""
+    over the distinct patterns weighted by how many layers use each, in the model's dtype."""
     kinds = attention_masks.layer_kinds(model.depth, model.pattern)
     length = text_len + grid * grid
     shape = (batch, length, model.heads, model.head_dim)
-    q, k, v = (jax.random.normal(key, shape) for key in jax.random.split(jax.random.key(0), 3))
+    dtype = DTYPES[model.dtype]
+    q, k, v = (jax.random.normal(key, shape, dtype)
+               for key in jax.random.split(jax.random.key(0), 3))
     total = 0.0
     for kind in sorted(set(kinds)):
         mask = attention_masks.stream_mask(kind, text_len, grid, model.conv_kernel)
         order = (attention_masks.column_major_order(text_len, grid)
                  if kind == "column" and impl != "dense" else None)
         f = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attend(
-            q, k, v, mask, impl=impl, block_size=model.block_size, order=order) ** 2),
+            q, k, v, mask, impl=impl, block_size=model.block_size, order=order,
+            cudnn_impl=model.get("cudnn_impl", "cudnn")).astype(jnp.float32) ** 2),
             argnums=(0, 1, 2)))
         total += kinds.count(kind) * time_calls(lambda: f(q, k, v), min_seconds=seconds)
     return total / len(kinds)
@@ -75,7 +84,9 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
     batch = {"text": rng.integers(1, m.text_vocab, (b, m.text_len)).astype(np.int32),
              "image": rng.integers(0, m.image_vocab, (b, m.grid, m.grid)).astype(np.int32)}
     step = dalle_steps.make_train_step(spec, config, dalle_optimizer.learning_rate(config.optimizer))
+    start = time.perf_counter()
     step = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
     release_freed_memory()  # as the training loop does after its first step
     calls = [0]
 
@@ -98,20 +109,25 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
     dense_s = attention_op(m, "dense", batch=b, text_len=text_len, grid=grid, seconds=seconds)
     impl_s = (attention_op(m, m.attention, batch=b, text_len=text_len, grid=grid, seconds=seconds)
               if m.attention != "dense" else dense_s)
-    peak = matmul_peak(dtype=DTYPES[m.dtype])  # the peak of the dtype the model computes in
+    platform = jax.devices()[0].platform
+    size = peak_matmul_size(platform)
+    peak = matmul_peak(size, dtype=DTYPES[m.dtype])  # the peak of the dtype the model computes in
     tokens = b * (m.text_len + m.grid ** 2)
+    resolved = resolve(m.attention, platform=platform, dtype=DTYPES[m.dtype])
     return {
         "benchmark": "train", "preset": config.get("preset"), "attention": m.attention,
-        "pattern": m.pattern, "dtype": m.dtype, "devices": jax.device_count(),
-        "platform": jax.devices()[0].platform, "batch": b, "tokens_per_step": tokens,
-        "remat": m.remat, "step_s": step_s, "tokens_per_s": tokens / step_s,
+        "attention_resolved": resolved, "pattern": m.pattern, "dtype": m.dtype,
+        "devices": jax.device_count(), "platform": platform,
+        "device_kind": jax.devices()[0].device_kind, "batch": b, "tokens_per_step": tokens,
+        "remat": m.remat, "compile_s": compile_s, "step_s": step_s, "tokens_per_s": tokens / step_s,
         "model_flops_per_step": flops,
         "forward_flops_by_part": forward_flops(m, b),
         "flops_per_s": flops / step_s, "matmul_peak_flops_per_s": peak,
-        "matmul_peak_dtype": m.dtype,
+        "matmul_peak_dtype": m.dtype, "matmul_peak_n": size,
         "fraction_of_peak": flops / step_s / peak, "peak_rss_gib": rss,
+        "device_memory_gib": device_memory_gib(),
         "minor_page_faults_per_step": faults_per_step, "huge_pages": huge_pages.active(),
         "profile_dir": profile_dir,
         "attention_op": {"text_len": text_len, "grid": grid, "dense_s": dense_s,
-                         f"{m.attention}_s": impl_s, "speedup_vs_dense": dense_s / impl_s},
+                         f"{resolved}_s": impl_s, "speedup_vs_dense": dense_s / impl_s},
     }

@@ -17,9 +17,10 @@ from dalle_jax.models.dalle.transformer import DalleTransformer
 from tests.helpers.configs import load
 
 
-@pytest.mark.parametrize("impl", ["dense", "blocksparse"])
+@pytest.mark.parametrize("impl", ["dense", "blocksparse", "auto", "cudnn"])
 def test_bench_train_reports_consistent_figures(impl, tmp_path):
-    config = load("dalle", "tiny", **{"model.attention": impl})
+    # cudnn as its call's XLA implementation (what a CPU can run); auto is blocksparse here.
+    config = load("dalle", "tiny", **{"model.attention": impl, "model.cudnn_impl": "xla"})
     profile = str(tmp_path / "trace") if impl == "dense" else None
     out = train.run(config, seconds=0.05, attention_shape=(8, 4), profile_dir=profile)
     if profile:  # a trace of the profiled steps was written
@@ -31,9 +32,13 @@ def test_bench_train_reports_consistent_figures(impl, tmp_path):
     assert 0 < out["fraction_of_peak"]
     assert out["minor_page_faults_per_step"] >= 0
     assert out["huge_pages"] == huge_pages.active()  # the pytest process was not restarted
+    resolved = "blocksparse" if impl == "auto" else impl
+    assert out["attention"] == impl and out["attention_resolved"] == resolved
+    assert out["compile_s"] > 0 and out["matmul_peak_n"] == 2048  # a CPU's peak matmul
+    assert out["device_memory_gib"] is None  # the CPU backend keeps no such figures
     op = out["attention_op"]
     assert (op["text_len"], op["grid"]) == (8, 4)
-    assert op["speedup_vs_dense"] == pytest.approx(op["dense_s"] / op[f"{impl}_s"])
+    assert op["speedup_vs_dense"] == pytest.approx(op["dense_s"] / op[f"{resolved}_s"])
 
 
 def test_forward_flops_match_xla_on_one_dense_layer():
@@ -61,4 +66,6 @@ def test_bench_sample_reports_cached_and_uncached_per_image():
     for r in out["results"]:
         assert r["cached_s_per_image"] > 0 and r["uncached_s_per_image"] > 0
         assert r["speedup"] == pytest.approx(r["uncached_s_per_image"] / r["cached_s_per_image"])
+        assert r["cached_codes_per_s"] == pytest.approx(16 / r["cached_s_per_image"])
+        assert r["cached_first_call_s"] > 0
     assert out["image_tokens"] == 16 and out["top_k"] == 32

@@ -36,7 +36,7 @@ def test_dense_matches_a_written_out_softmax(kind):
     np.testing.assert_allclose(attend(q, k, v, mask), _reference(q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["blocksparse", "splash"])
+@pytest.mark.parametrize("impl", ["blocksparse", "splash", "cudnn"])
 @pytest.mark.parametrize("kind", ["row", "column", "conv", "full"])
 def test_implementations_agree_forward_and_backward(impl, kind):
     mask = stream_mask(kind, TEXT, GRID, KERNEL)
@@ -46,16 +46,17 @@ def test_implementations_agree_forward_and_backward(impl, kind):
 
     interpret = impl == "splash"  # the TPU kernel runs on the CPU only in interpret mode
 
+    # cudnn's call made with JAX's XLA implementation: the same arguments, runnable on a CPU.
+    options = dict(block_size=8, order=order, interpret=interpret, cudnn_impl="xla")
+
     def loss(impl, order):
-        return lambda q, k, v: jnp.sum(w * attend(q, k, v, mask, impl=impl, block_size=8,
-                                                  order=order, interpret=interpret))
+        return lambda q, k, v: jnp.sum(w * attend(q, k, v, mask, impl=impl, **options))
 
     want, want_grads = jax.value_and_grad(loss("dense", None), argnums=(0, 1, 2))(q, k, v)
     got, got_grads = jax.value_and_grad(loss(impl, order), argnums=(0, 1, 2))(q, k, v)
     np.testing.assert_allclose(got, want, rtol=1e-4)
-    np.testing.assert_allclose(
-        attend(q, k, v, mask, impl=impl, block_size=8, order=order, interpret=interpret),
-        attend(q, k, v, mask), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(attend(q, k, v, mask, impl=impl, **options), attend(q, k, v, mask),
+                               rtol=1e-5, atol=1e-5)
     for g, gw in zip(got_grads, want_grads):
         np.testing.assert_allclose(g, gw, rtol=1e-4, atol=1e-5)
 
@@ -120,6 +121,43 @@ def test_bad_arguments_are_named():
         attend(q, k, v, mask[:-1, :-1])
     with pytest.raises(ValueError, match="block_size"):
         attend(q, k, v, mask, impl="blocksparse", block_size=0)
+    with pytest.raises(ValueError, match="GPU kernel, and these are cpu"):  # cuDNN on a CPU
+        attend(q, k, v, mask, impl="cudnn")
+    with pytest.raises(ValueError, match="causal"):
+        attend(q, k, v, np.ones_like(mask), impl="cudnn", cudnn_impl="xla")
+
+
+def test_cudnn_path_in_bfloat16_follows_dense():
+    """bfloat16, as cuDNN runs it: the pattern's bias holds in that dtype too."""
+    mask = stream_mask("conv", TEXT, GRID, KERNEL)
+    q, k, v = (x.astype(jnp.bfloat16) for x in _qkv(seed=3))
+    got = attend(q, k, v, mask, impl="cudnn", cudnn_impl="xla")
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float32),
+                               np.asarray(attend(q, k, v, mask), np.float32), atol=0.03)
+
+
+def test_auto_picks_per_platform(monkeypatch, caplog):
+    from dalle_jax.models.dalle import attention
+
+    assert attention.resolve("auto", platform="tpu") == "splash"
+    assert attention.resolve("auto", platform="cpu") == "blocksparse"
+    assert attention.resolve("dense", platform="tpu") == "dense"  # only `auto` is chosen for
+    monkeypatch.setattr(attention, "cudnn_compiles", lambda dtype: dtype == "bfloat16")
+    assert attention.resolve("auto", platform="gpu") == "cudnn"
+    assert attention.resolve("auto", platform="gpu", dtype=jnp.float32) == "blocksparse"
+    monkeypatch.setattr(attention, "cudnn_compiles", lambda dtype: False)
+    assert attention.resolve("auto", platform="gpu") == "blocksparse"
+    # Here (CPU devices) cuDNN does not compile, and `auto` runs blocksparse: dense's answer.
+    monkeypatch.undo()
+    assert not attention.cudnn_compiles("bfloat16")
+    mask = stream_mask("row", TEXT, GRID)
+    q, k, v = _qkv()
+    with caplog.at_level("INFO"):
+        attention._log_choice.cache_clear()
+        out = attend(q, k, v, mask, impl="auto", block_size=8)
+    assert "model.attention='auto' on cpu devices (float32): blocksparse" in caplog.text
+    np.testing.assert_allclose(out, attend(q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["row", "conv"])

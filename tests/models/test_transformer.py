@@ -40,9 +40,12 @@ def test_each_pad_slot_has_its_own_token():
     assert not np.allclose(e[0], e[1])
 
 
-@pytest.mark.parametrize("impl", ["blocksparse", "splash"])
+@pytest.mark.parametrize("impl", ["blocksparse", "splash", "cudnn", "auto"])
 def test_implementations_give_the_dense_model(impl):
-    dense, other = _model(), _model(attention=impl, splash_interpret=impl == "splash")
+    # splash in Pallas interpret mode, cudnn's call with implementation='xla' (both run on a CPU);
+    # auto is blocksparse here.
+    dense, other = _model(), _model(attention=impl, splash_interpret=impl == "splash",
+                                    cudnn_impl="xla")
     batch = _batch(1)
 
     def loss(m):
@@ -94,6 +97,8 @@ def test_bad_settings_are_named():
         _model(dtype="float16")
     with pytest.raises(ValueError, match="model.remat=True"):
         _model(remat=True)
+    with pytest.raises(ValueError, match="model.cudnn_impl='flash'"):
+        _model(cudnn_impl="flash")
 
 
 def test_layer_groups_cover_the_schedule_with_few_bodies():

@@ -2,6 +2,7 @@
 
 `attend(q, k, v, mask, impl=…)` with q, k, v of shape (B, L, H, D) and `mask` an (L, L) numpy
 boolean (`mask[q, k]`: query q may see key k), returns (B, L, H, D); q is scaled by 1/√D here.
+`auto` picks one per platform when the step is traced (`resolve`).
 
 - `dense`: one masked einsum over all L × L pairs: the reference.
 - `blocksparse`: plain XLA, for masks made of a global prefix and a band, which is what every
@@ -22,6 +23,12 @@ boolean (`mask[q, k]`: query q may see key k), returns (B, L, H, D); q is scaled
   only in Pallas interpret mode, and only when asked (`interpret=True`, the config's
   `model.splash_interpret`): that is how the CPU tests check it against `dense`. Its output and
   log-sum-exp carry the checkpoint name `attention_out`.
+- `cudnn`: `jax.nn.dot_product_attention` with cuDNN's fused kernel (GPUs, bfloat16 or float16):
+  `is_causal`, so the kernel skips the blocks above the diagonal, plus the layer's pattern as an
+  additive bias built once per trace, one (L, L) plane per head and a batch of 1 (cuDNN
+  differentiates a bias only in that shape). It is never vmapped (the cached sampler has its own
+  attention). `cudnn_impl='xla'` makes the same call with JAX's XLA implementation, which runs
+  anywhere: that is how the CPU tests check it against `dense`.
 
 Blocks are padded to a multiple of the block size; padding keys are never seen, padding queries
 are dropped.
@@ -29,6 +36,8 @@ are dropped.
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import NamedTuple
 
 import jax
@@ -40,21 +49,29 @@ from dalle_jax.models.dalle.band_attention import band_attention
 from dalle_jax.parallel import partitioning
 from dalle_jax.xla_cpu import switch
 
-IMPLEMENTATIONS = ("dense", "blocksparse", "splash")
+IMPLEMENTATIONS = ("dense", "blocksparse", "splash", "cudnn", "auto")
 SPLASH_LANES = 128
+# The bias of a masked pair for `cudnn`: what JAX itself uses for bfloat16 (cuDNN mishandles the
+# difference of two much larger negatives); exp of it is 0 in every dtype.
+CUDNN_MASKED = -float(2 << 40)
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: np.ndarray, *, impl: str = "dense",
            block_size: int = 64, order: np.ndarray | None = None, interpret: bool = False,
-           splash_blocks: tuple[int, int] | None = None) -> jax.Array:
+           splash_blocks: tuple[int, int] | None = None, cudnn_impl: str = "cudnn") -> jax.Array:
     """Softmax(q kᵀ/√D + mask) v for (B, L, H, D) inputs; see the module docstring.
 
-    `interpret` and `splash_blocks` (query block, key block) concern `splash` only."""
+    `interpret` and `splash_blocks` (query block, key block) concern `splash` only, `cudnn_impl`
+    ('cudnn' or 'xla') `cudnn` only; `order` applies to `blocksparse` and `splash`."""
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
     length = q.shape[1]
     if mask.shape != (length, length):
         raise ValueError(f"mask shape {mask.shape} does not match sequence length {length}")
+    if impl == "auto":
+        impl = resolve(impl, dtype=q.dtype)
+    if impl == "cudnn":
+        return _cudnn(q, k, v, mask, cudnn_impl)
     q = q * (q.shape[-1] ** -0.5)
     if impl == "dense":
         return _dense(q, k, v, mask)
@@ -68,6 +85,71 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: np.ndarray, *, impl: 
     if order is not None:
         out = out[:, np.argsort(order)]
     return out
+
+
+def resolve(impl: str, *, platform: str | None = None, dtype=jnp.bfloat16) -> str:
+    """The implementation `impl` stands for on `platform` (default: the traced step's,
+    `switch.target_platform`): `auto` is `splash` on TPUs, `cudnn` on GPUs where its kernel
+    compiles for `dtype` (else `blocksparse`), `blocksparse` elsewhere; the others are
+    themselves. The choice is logged once per platform and dtype."""
+    if impl != "auto":
+        return impl
+    platform = platform or switch.target_platform()
+    if platform == "tpu":
+        choice = "splash"
+    elif platform in ("gpu", "cuda", "rocm") and cudnn_compiles(jnp.dtype(dtype).name):
+        choice = "cudnn"
+    else:
+        choice = "blocksparse"
+    _log_choice(platform, jnp.dtype(dtype).name, choice)
+    return choice
+
+
+@functools.cache
+def _log_choice(platform: str, dtype: str, choice: str) -> None:
+    logging.info("model.attention='auto' on %s devices (%s): %s", platform, dtype, choice)
+
+
+@functools.cache
+def cudnn_compiles(dtype: str = "bfloat16") -> bool:
+    """Whether cuDNN's fused attention compiles on the default backend for `dtype` (checked once:
+    a small causal call with a bias, forward and backward, compiled and not run)."""
+    x = jax.ShapeDtypeStruct((1, 128, 2, 64), jnp.dtype(dtype))
+    bias = jax.ShapeDtypeStruct((1, 2, 128, 128), jnp.dtype(dtype))
+
+    def loss(q, k, v, b):
+        return jax.nn.dot_product_attention(q, k, v, bias=b, is_causal=True,
+                                            implementation="cudnn").astype(jnp.float32).sum()
+    try:
+        jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x, bias).compile()
+        return True
+    except Exception as e:  # noqa: BLE001 (any failure means: not this kernel here)
+        logging.info("cuDNN attention does not compile here (%s: %s)", type(e).__name__,
+                     str(e).splitlines()[0] if str(e) else "")
+        return False
+
+
+def _cudnn(q, k, v, mask, cudnn_impl):
+    if cudnn_impl not in ("cudnn", "xla"):
+        raise ValueError(f"cudnn_impl={cudnn_impl!r}; choose 'cudnn' or 'xla'")
+    if cudnn_impl == "cudnn":
+        platform = switch.target_platform()
+        if platform not in ("gpu", "cuda", "rocm"):
+            raise ValueError(f"model.attention='cudnn' is cuDNN's GPU kernel, and these are "
+                             f"{platform} devices: choose 'blocksparse' or 'auto'")
+        if q.dtype not in (jnp.bfloat16, jnp.float16):
+            raise ValueError(f"model.attention='cudnn' needs bfloat16 or float16 activations, got "
+                             f"{q.dtype}: set model.dtype='bfloat16'")
+    length, heads = q.shape[1], q.shape[2]
+    causal = np.tril(np.ones((length, length), bool))
+    if (mask & ~causal).any():
+        raise ValueError("cudnn attention takes causal patterns only (is_causal)")
+    bias = None
+    if not np.array_equal(mask, causal):  # a pattern within the causal triangle
+        plane = np.where(mask, 0.0, CUDNN_MASKED).astype(q.dtype)
+        bias = jnp.broadcast_to(jnp.asarray(plane), (1, heads, length, length))
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, is_causal=True,
+                                        implementation=cudnn_impl)
 
 
 def _dense(q, k, v, mask):

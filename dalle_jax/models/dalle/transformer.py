@@ -226,7 +226,7 @@ class DalleTransformer(nnx.Module):
                  attention: str = "dense", pattern: str = "sparse", conv_kernel: int = 11,
                  block_size: int = 64, dtype: str = "float32", remat: str = "none",
                  splash_interpret: bool = False, splash_blocks: tuple[int, int] = (0, 0),
-                 head_slots: int = 0, rngs: nnx.Rngs):
+                 head_slots: int = 0, cudnn_impl: str = "cudnn", rngs: nnx.Rngs):
         if attention not in IMPLEMENTATIONS:
             raise ValueError(f"model.attention={attention!r}; choose one of {IMPLEMENTATIONS}")
         if dtype not in DTYPES:
@@ -241,6 +241,9 @@ class DalleTransformer(nnx.Module):
         self.text_vocab, self.text_len, self.image_vocab, self.grid = text_vocab, text_len, image_vocab, grid
         self.attention, self.conv_kernel, self.block_size = attention, conv_kernel, block_size
         self.splash_interpret = splash_interpret
+        if cudnn_impl not in ("cudnn", "xla"):
+            raise ValueError(f"model.cudnn_impl={cudnn_impl!r}; choose 'cudnn' or 'xla'")
+        self.cudnn_impl = cudnn_impl
         self.splash_blocks = tuple(b or block_size for b in splash_blocks)
         self.dtype, self.remat = DTYPES[dtype], remat
         self.kinds = attention_masks.layer_kinds(depth, pattern)
@@ -267,7 +270,8 @@ class DalleTransformer(nnx.Module):
                    conv_kernel=model.conv_kernel, block_size=model.block_size, dtype=model.dtype,
                    remat=model.remat, splash_interpret=model.get("splash_interpret", False),
                    splash_blocks=(model.get("splash_block_q", 0), model.get("splash_block_kv", 0)),
-                   head_slots=model.get("head_slots", 0), rngs=nnx.Rngs(seed))
+                   head_slots=model.get("head_slots", 0),
+                   cudnn_impl=model.get("cudnn_impl", "cudnn"), rngs=nnx.Rngs(seed))
 
     @property
     def length(self) -> int:
@@ -299,7 +303,8 @@ class DalleTransformer(nnx.Module):
                  if kind == "column" and self.attention != "dense" else None)
         attn = functools.partial(attend, mask=mask, impl=self.attention,
                                  block_size=self.block_size, order=order,
-                                 interpret=self.splash_interpret, splash_blocks=self.splash_blocks)
+                                 interpret=self.splash_interpret, splash_blocks=self.splash_blocks,
+                                 cudnn_impl=self.cudnn_impl)
         slots = self.layers.qkv.shape[3]
         if slots == self.heads:
             return attn
