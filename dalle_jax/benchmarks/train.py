@@ -46,16 +46,16 @@ def _minor_faults() -> int:
 
 
 def attention_op(model: ml_collections.ConfigDict, impl: str, *, batch: int, text_len: int,
-                 grid: int, seconds: float) -> float:
-    """Seconds for forward + backward of one attention layer per pattern of the schedule, summed
-    over the distinct patterns weighted by how many layers use each, in the model's dtype."""
+                 grid: int, seconds: float) -> tuple[float, dict[str, float]]:
+    """Seconds for forward + backward of one attention layer, in the model's dtype: the mean over
+    the schedule's layers, and each distinct pattern's own."""
     kinds = attention_masks.layer_kinds(model.depth, model.pattern)
     length = text_len + grid * grid
     shape = (batch, length, model.heads, model.head_dim)
     dtype = DTYPES[model.dtype]
     q, k, v = (jax.random.normal(key, shape, dtype)
                for key in jax.random.split(jax.random.key(0), 3))
-    total = 0.0
+    per_kind = {}
     for kind in sorted(set(kinds)):
         mask = attention_masks.stream_mask(kind, text_len, grid, model.conv_kernel)
         order = (attention_masks.column_major_order(text_len, grid)
@@ -64,8 +64,8 @@ def attention_op(model: ml_collections.ConfigDict, impl: str, *, batch: int, tex
             q, k, v, mask, impl=impl, block_size=model.block_size, order=order,
             cudnn_impl=model.get("cudnn_impl", "cudnn")).astype(jnp.float32) ** 2),
             argnums=(0, 1, 2)))
-        total += kinds.count(kind) * time_calls(lambda: f(q, k, v), min_seconds=seconds)
-    return total / len(kinds)
+        per_kind[kind] = time_calls(lambda: f(q, k, v), min_seconds=seconds)
+    return sum(kinds.count(k) * s for k, s in per_kind.items()) / len(kinds), per_kind
 
 
 def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
@@ -106,12 +106,16 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
     flops = train_step_flops(m, b)
     rss = _peak_rss_gib()
     text_len, grid = attention_shape or (m.text_len, m.grid)
-    dense_s = attention_op(m, "dense", batch=b, text_len=text_len, grid=grid, seconds=seconds)
-    impl_s = (attention_op(m, m.attention, batch=b, text_len=text_len, grid=grid, seconds=seconds)
-              if m.attention != "dense" else dense_s)
+    dense_s, dense_kinds = attention_op(m, "dense", batch=b, text_len=text_len, grid=grid,
+                                        seconds=seconds)
+    impl_s, impl_kinds = (attention_op(m, m.attention, batch=b, text_len=text_len, grid=grid,
+                                       seconds=seconds)
+                          if m.attention != "dense" else (dense_s, dense_kinds))
     platform = jax.devices()[0].platform
     size = peak_matmul_size(platform)
-    peak = matmul_peak(size, dtype=DTYPES[m.dtype])  # the peak of the dtype the model computes in
+    # The peak of the dtype the model computes in, timed for up to 3 s (as long as the steps when
+    # they are timed for less).
+    peak = matmul_peak(size, dtype=DTYPES[m.dtype], seconds=min(3.0, seconds))
     tokens = b * (m.text_len + m.grid ** 2)
     resolved = resolve(m.attention, platform=platform, dtype=DTYPES[m.dtype])
     return {
@@ -129,5 +133,6 @@ def run(config: ml_collections.ConfigDict, *, seconds: float = 5.0,
         "minor_page_faults_per_step": faults_per_step, "huge_pages": huge_pages.active(),
         "profile_dir": profile_dir,
         "attention_op": {"text_len": text_len, "grid": grid, "dense_s": dense_s,
-                         f"{resolved}_s": impl_s, "speedup_vs_dense": dense_s / impl_s},
+                         f"{resolved}_s": impl_s, "speedup_vs_dense": dense_s / impl_s,
+                         "per_pattern_s": {"dense": dense_kinds, resolved: impl_kinds}},
     }

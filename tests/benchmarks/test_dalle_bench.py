@@ -39,6 +39,11 @@ def test_bench_train_reports_consistent_figures(impl, tmp_path):
     op = out["attention_op"]
     assert (op["text_len"], op["grid"]) == (8, 4)
     assert op["speedup_vs_dense"] == pytest.approx(op["dense_s"] / op[f"{resolved}_s"])
+    kinds = attention_masks.layer_kinds(config.model.depth, config.model.pattern)
+    per = op["per_pattern_s"]  # the mean over the layers is of each pattern's own time
+    for name, mean in (("dense", op["dense_s"]), (resolved, op[f"{resolved}_s"])):
+        assert set(per[name]) == set(kinds)
+        assert sum(per[name][k] for k in kinds) / len(kinds) == pytest.approx(mean)
 
 
 def test_forward_flops_match_xla_on_one_dense_layer():
