@@ -69,14 +69,14 @@ def evaluate_dalle(workdir: str, split: str | None, num_batches: int | None, *,
     with these settings (`guidance` ≠ 1 needs a transformer trained with caption dropout)."""
     from dalle_jax.evaluation import shapes_eval
     from dalle_jax.generation.generator import Generator
-    from dalle_jax.generation.rerank import Reranker
+    from dalle_jax.generation.rerank import load_ranker
     from dalle_jax.generation.sampling import Settings
 
     gen = Generator.load(workdir)
     settings = Settings(temperature=temperature, top_k=top_k, top_p=top_p,
                         guidance=guidance).check(gen.model.image_vocab)
     split = split or gen.config.data.eval_split
-    ranker = Reranker.load(clip_workdir) if clip_workdir else None
+    ranker = load_ranker(clip_workdir) if clip_workdir else None
     record = shapes_eval.evaluate(
         gen, split=split, num_captions=num_captions, ranker=ranker, rerank_from=rerank_from,
         seed=seed, settings=settings,

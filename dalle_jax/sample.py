@@ -33,7 +33,10 @@ def _define_flags():
     flags.DEFINE_string("workdir", None, "a trained transformer (dalle) workdir")
     flags.DEFINE_string("dvae_workdir", None, "the dVAE that decodes codes (default: the one that "
                         "encoded the transformer's training data)")
-    flags.DEFINE_string("clip_workdir", None, "a trained CLIP workdir to score samples")
+    flags.DEFINE_string("clip_workdir", None, "what scores samples: a trained CLIP workdir, or "
+                        "OpenAI's or LAION's CLIP as openclip:DIR (converted) or "
+                        "openclip:ARCH:WEIGHTS.pt (needs torch and open_clip)")
+    flags.DEFINE_alias("clip", "clip_workdir")
     flags.DEFINE_multi_string("prompt", [], "a text prompt (repeatable)")
     flags.DEFINE_string("prompts_file", None, "a file with one prompt per line")
     flags.DEFINE_integer("num_samples", 8, "samples per prompt")

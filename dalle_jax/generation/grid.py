@@ -46,7 +46,7 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
     from dalle_jax import visualize
     from dalle_jax.data import pipeline
     from dalle_jax.generation.generator import Generator, encode_prompts
-    from dalle_jax.generation.rerank import Reranker, top_k
+    from dalle_jax.generation.rerank import load_ranker, top_k
     from dalle_jax.generation.sampling import Settings
     from dalle_jax.parallel import hosts
     from dalle_jax.parallel.mesh import parse_axes
@@ -68,7 +68,7 @@ def generate(*, workdir: str, prompts: list[str], out: str, num_samples: int = 8
     text = encode_prompts(tokenizer, config.model.text_len, prompts)
     gen = Generator.load(workdir, dvae_workdir=dvae_workdir, tokenizer=tokenizer,
                          mesh_axes=parse_axes(mesh))
-    ranker = Reranker.load(clip_workdir) if clip_workdir else None
+    ranker = load_ranker(clip_workdir) if clip_workdir else None
     prefix, keep = (completion_prefix(gen, complete, keep_rows, len(prompts))
                     if complete else (None, 0))
     codes = gen.sample(text, num_samples, seed=seed, settings=settings, batch_size=batch_size,

@@ -1,0 +1,1 @@
+"""OpenAI's and LAION's CLIP (open_clip's ViT models) in NNX: model, BPE tokenizer, converter."""

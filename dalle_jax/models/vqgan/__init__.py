@@ -1,0 +1,1 @@
+"""taming-transformers' VQGAN in NNX (encoding and decoding) and its weight converter."""

@@ -1,0 +1,1 @@
+"""Stand-in for torchvision.transforms.functional (see the package docstring)."""
