@@ -7,7 +7,7 @@ scores and the caption checker's verdict on every sample) for `sample.prompts`. 
 (`shapes` `bold` scenes at 72 px, 9 × 9 codes, at most 10 minutes on 2 CPU cores) and `tiny`
 (32 px, a minute or two: tests and the notebook's CI run) and `experiment` (the default's world
 and dVAE on 20,000 scenes, an 8-layer transformer and a longer-trained CLIP: the models of
-experiments/shapes, about an hour). Each section is the full config
+experiments/shapes, 43 minutes on 2 CPU cores). Each section is the full config
 of its stage (configs/dvae.py, dalle.py, clip.py), so any field can be overridden, e.g.
 `--config.dalle.train.num_steps=3000`. Re-running resumes every stage.
 """

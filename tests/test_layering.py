@@ -11,6 +11,7 @@ PACKAGE = pathlib.Path(ROOT) / "dalle_jax"
 ENTRY_POINTS = {"train", "sample", "evaluate", "bench", "cli", "data.__main__"}
 LAYERS = {  # the first component of a module's name under dalle_jax → its layer
     "text_ids": 0, "storage": 0, "config_parts": 0, "visualize": 0, "parallel": 0, "xla_cpu": 0,
+    "runtime_setup": 0,
     "data": 1, "models": 2, "training": 3, "generation": 3, "evaluation": 3, "benchmarks": 4,
 }
 

@@ -53,7 +53,8 @@ stage peer_export $PY experiments/peer/export_codes.py --workdir="$W/dalle" \
 stage peer_train "$PEER_PY" experiments/peer/train_codes.py --data="$W/peer/data.npz" \
   --seconds="$OURS_SECONDS" --out="$W/peer" --samples="${PEER_SAMPLES:-8}" --temperature="$T"
 grep '^{' "$W/peer_train.log" | tail -n 1 > "$W/peer/train.json"
-stage peer_judge $PY experiments/peer/judge_codes.py --workdir="$W/dalle" --samples="$W/peer/samples.npz"
+stage peer_judge $PY experiments/peer/judge_codes.py --workdir="$W/dalle" --samples="$W/peer/samples.npz" \
+  --grid_prefix="$GRIDS/peer_samples"
 stage clip $PY -m dalle_jax.train "${Q[@]}" --config.stages=clip
 stage samples $PY -m dalle_jax.train "${Q[@]}" --config.stages=samples
 
