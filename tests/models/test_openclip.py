@@ -1,6 +1,7 @@
 """OpenAI/LAION CLIP in NNX against open_clip itself: converted random weights give open_clip's
 embeddings, CLIP's BPE gives open_clip's ids, and a converted directory ranks images alone."""
 
+import importlib
 import os
 import sys
 
@@ -20,7 +21,7 @@ def _import_open_clip():
     """open_clip, with the torchvision stand-in of tests/helpers/stubs where no torchvision
     loads (see its docstring)."""
     try:
-        import torchvision  # noqa: F401
+        importlib.import_module("torchvision")
     except (ImportError, RuntimeError, OSError):
         for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
             del sys.modules[name]

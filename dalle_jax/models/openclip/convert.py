@@ -19,19 +19,14 @@ import os
 import shutil
 import sys
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dalle_jax.models import converted
+from dalle_jax.models.converted import assign, to_numpy
 from dalle_jax.models.openclip.model import Arch, OpenClip, arch as parse_arch
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
-
-
-def _numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().float().cpu().numpy()
-    return np.asarray(value, np.float32)
 
 
 def _blocks(state: dict, prefix: str, layers: int) -> dict[str, np.ndarray]:
@@ -46,34 +41,9 @@ def _blocks(state: dict, prefix: str, layers: int) -> dict[str, np.ndarray]:
              "proj": ("mlp.c_proj.weight", True), "proj_bias": ("mlp.c_proj.bias", False)}
     out = {}
     for ours, (theirs, linear) in names.items():
-        rows = [_numpy(state[f"{prefix}resblocks.{i}.{theirs}"]) for i in range(layers)]
+        rows = [to_numpy(state[f"{prefix}resblocks.{i}.{theirs}"]) for i in range(layers)]
         out[ours] = np.stack([r.T if linear else r for r in rows])
     return out
-
-
-def _check_shapes(model: OpenClip, params: dict[str, np.ndarray]) -> None:
-    own = flat_params(model)
-    for name, value in params.items():
-        if own[name].shape != value.shape:
-            raise ValueError(f"{name}: the weights give shape {value.shape}, {model.arch} needs "
-                             f"{own[name].shape}: wrong --arch?")
-
-
-def flat_params(model: OpenClip) -> dict[str, np.ndarray]:
-    """Every parameter by dotted name ('vision.in_proj', 'logit_scale', …)."""
-    return {".".join(str(k) for k in path): np.asarray(v[...])
-            for path, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)}
-
-
-def _assign(model: OpenClip, params: dict[str, np.ndarray]) -> OpenClip:
-    _check_shapes(model, params)
-    for name, value in params.items():
-        node = model
-        *parents, leaf = name.split(".")
-        for p in parents:
-            node = getattr(node, p)
-        getattr(node, leaf).value = jnp.asarray(value)
-    return model
 
 
 def from_state_dict(name: str | Arch, state: dict) -> OpenClip:
@@ -81,27 +51,27 @@ def from_state_dict(name: str | Arch, state: dict) -> OpenClip:
     A KeyError names a missing weight; a ValueError a weight of the wrong shape."""
     a = parse_arch(name) if isinstance(name, str) else name
     model = OpenClip(a, rngs=nnx.Rngs(0))
-    conv = _numpy(state["visual.conv1.weight"])  # (width, 3, patch, patch)
+    conv = to_numpy(state["visual.conv1.weight"])  # (width, 3, patch, patch)
     params = {
         "patch_embed": conv.transpose(2, 3, 1, 0).reshape(-1, conv.shape[0]),
-        "class_embedding": _numpy(state["visual.class_embedding"]),
-        "vision_pos": _numpy(state["visual.positional_embedding"]),
-        "ln_pre_scale": _numpy(state["visual.ln_pre.weight"]),
-        "ln_pre_bias": _numpy(state["visual.ln_pre.bias"]),
-        "ln_post_scale": _numpy(state["visual.ln_post.weight"]),
-        "ln_post_bias": _numpy(state["visual.ln_post.bias"]),
-        "vision_proj": _numpy(state["visual.proj"]),
-        "token_embedding": _numpy(state["token_embedding.weight"]),
-        "text_pos": _numpy(state["positional_embedding"]),
-        "ln_final_scale": _numpy(state["ln_final.weight"]),
-        "ln_final_bias": _numpy(state["ln_final.bias"]),
-        "text_proj": _numpy(state["text_projection"]),
-        "logit_scale": _numpy(state["logit_scale"]).reshape(()),
+        "class_embedding": to_numpy(state["visual.class_embedding"]),
+        "vision_pos": to_numpy(state["visual.positional_embedding"]),
+        "ln_pre_scale": to_numpy(state["visual.ln_pre.weight"]),
+        "ln_pre_bias": to_numpy(state["visual.ln_pre.bias"]),
+        "ln_post_scale": to_numpy(state["visual.ln_post.weight"]),
+        "ln_post_bias": to_numpy(state["visual.ln_post.bias"]),
+        "vision_proj": to_numpy(state["visual.proj"]),
+        "token_embedding": to_numpy(state["token_embedding.weight"]),
+        "text_pos": to_numpy(state["positional_embedding"]),
+        "ln_final_scale": to_numpy(state["ln_final.weight"]),
+        "ln_final_bias": to_numpy(state["ln_final.bias"]),
+        "text_proj": to_numpy(state["text_projection"]),
+        "logit_scale": to_numpy(state["logit_scale"]).reshape(()),
     }
     for tower, prefix, layers in (("vision", "visual.transformer.", a.vision_layers),
                                   ("text", "transformer.", a.text_layers)):
         params.update({f"{tower}.{k}": v for k, v in _blocks(state, prefix, layers).items()})
-    return _assign(model, params)
+    return assign(model, params, "wrong --arch?")
 
 
 def read_weights(path: str) -> dict:
@@ -119,25 +89,16 @@ def read_weights(path: str) -> dict:
 
 def save(model: OpenClip, out: str, bpe: str) -> str:
     """Writes a converted directory: params.npz, arch.json and the BPE merges file."""
-    os.makedirs(out, exist_ok=True)
-    np.savez(os.path.join(out, "params.npz"), **flat_params(model))
-    with open(os.path.join(out, "arch.json"), "w") as f:
-        json.dump(model.arch._asdict(), f, indent=1)
+    converted.save(model, out, "arch.json", model.arch._asdict())
     shutil.copyfile(bpe, os.path.join(out, BPE_FILE))
     return out
 
 
 def load(directory: str) -> OpenClip:
     """The `OpenClip` of a directory `save` wrote."""
-    for name in ("params.npz", "arch.json"):
-        if not os.path.exists(os.path.join(directory, name)):
-            raise FileNotFoundError(f"{directory} has no {name}: convert the weights first "
-                                    "(python -m dalle_jax.models.openclip.convert)")
-    with open(os.path.join(directory, "arch.json")) as f:
-        a = Arch(**json.load(f))
-    with np.load(os.path.join(directory, "params.npz")) as z:
-        params = {k: z[k] for k in z.files}
-    return _assign(OpenClip(a, rngs=nnx.Rngs(0)), params)
+    meta, params = converted.read(directory, "arch.json",
+                                  "python -m dalle_jax.models.openclip.convert")
+    return assign(OpenClip(Arch(**meta), rngs=nnx.Rngs(0)), params, "a damaged directory?")
 
 
 def default_bpe() -> str:

@@ -14,20 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from dalle_jax.models import converted
+from dalle_jax.models.converted import assign, node, to_numpy
 from dalle_jax.models.vqgan.model import PRESETS, VQGAN, VQGANConfig
-
-
-def _numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().float().cpu().numpy()
-    return np.asarray(value, np.float32)
 
 
 def _pairs(model: VQGAN) -> list[tuple[str, str]]:
@@ -68,36 +61,22 @@ def _pairs(model: VQGAN) -> list[tuple[str, str]]:
     return out
 
 
-def _node(model, path: str):
-    node = model
-    for part in path.split("."):
-        node = node[int(part)] if part.isdigit() else getattr(node, part)
-    return node
-
-
-def _set(param: nnx.Param, value: np.ndarray, name: str) -> None:
-    if param[...].shape != value.shape:
-        raise ValueError(f"{name}: the weights give shape {value.shape}, the config needs "
-                         f"{param[...].shape}: wrong --preset?")
-    param.value = jnp.asarray(value)
-
-
 def from_state_dict(config: str | VQGANConfig, state: dict) -> VQGAN:
     """A `VQGAN` of `config` (a `PRESETS` name or a `VQGANConfig`) holding `state`'s weights.
     A KeyError names a missing weight; a ValueError a weight of the wrong shape."""
     c = PRESETS[config] if isinstance(config, str) else config
     model = VQGAN(c, rngs=nnx.Rngs(0))
+    params = {}
     for ours, theirs in _pairs(model):
-        module = _node(model, ours)
-        weight = _numpy(state[f"{theirs}.weight"])
-        if isinstance(module, nnx.Conv):  # torch (out, in, kh, kw) → (kh, kw, in, out)
-            _set(module.kernel, weight.transpose(2, 3, 1, 0), theirs)
+        weight = to_numpy(state[f"{theirs}.weight"])
+        if isinstance(node(model, ours), nnx.Conv):  # torch (out, in, kh, kw) → (kh, kw, in, out)
+            params[f"{ours}.kernel"] = weight.transpose(2, 3, 1, 0)
         else:  # GroupNorm
-            _set(module.scale, weight, theirs)
-        _set(module.bias, _numpy(state[f"{theirs}.bias"]), theirs)
+            params[f"{ours}.scale"] = weight
+        params[f"{ours}.bias"] = to_numpy(state[f"{theirs}.bias"])
     key = "quantize.embedding.weight" if c.quantizer == "vq" else "quantize.embed.weight"
-    _set(model.codebook, _numpy(state[key]), key)
-    return model
+    params["codebook"] = to_numpy(state[key])
+    return assign(model, params, "wrong --preset?")
 
 
 def read_weights(path: str) -> dict:
@@ -110,29 +89,15 @@ def read_weights(path: str) -> dict:
 
 def save(model: VQGAN, out: str) -> str:
     """Writes a converted directory: params.npz and config.json."""
-    os.makedirs(out, exist_ok=True)
-    flat = {".".join(str(k) for k in path): np.asarray(v[...])
-            for path, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)}
-    np.savez(os.path.join(out, "params.npz"), **flat)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(model.config._asdict(), f, indent=1)
-    return out
+    return converted.save(model, out, "config.json", model.config._asdict())
 
 
 def load(directory: str) -> VQGAN:
     """The `VQGAN` of a directory `save` wrote."""
-    for name in ("params.npz", "config.json"):
-        if not os.path.exists(os.path.join(directory, name)):
-            raise FileNotFoundError(f"{directory} has no {name}: convert the weights first "
-                                    "(python -m dalle_jax.models.vqgan.convert)")
-    with open(os.path.join(directory, "config.json")) as f:
-        raw = json.load(f)
-    c = VQGANConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    model = VQGAN(c, rngs=nnx.Rngs(0))
-    with np.load(os.path.join(directory, "params.npz")) as z:
-        for name in z.files:
-            _set(_node(model, name), z[name], name)
-    return model
+    meta, params = converted.read(directory, "config.json",
+                                  "python -m dalle_jax.models.vqgan.convert")
+    c = VQGANConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.items()})
+    return assign(VQGAN(c, rngs=nnx.Rngs(0)), params, "a damaged directory?")
 
 
 def main(argv: list[str]) -> None:
