@@ -87,8 +87,8 @@ def tiny_clip(tiny_dvae, tmp_path_factory):
 
 # The longest files first, so that the two workers do not end on one long file each after all
 # the rest is done. This changes the order only, never which tests run.
-LONGEST_FIRST = ("test_multihost_train.py", "test_tpu_compile.py", "test_tpu_train_steps.py",
-                 "test_multihost_preemption.py",
+LONGEST_FIRST = ("test_multihost_train.py", "test_gpu_script.py", "test_tpu_compile.py",
+                 "test_tpu_train_steps.py", "test_multihost_preemption.py",
                  "test_generate.py", "test_dvae_sharding.py", "test_dvae_decoder_phase.py",
                  "test_notebook.py", "test_dvae_training.py", "test_clip.py")
 
