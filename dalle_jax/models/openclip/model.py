@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dalle_jax.models.dalle.transformer import layer_norm  # ε 1e-5, statistics in float32
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-LN_EPS = 1e-5
 HEAD_WIDTH = 64  # open_clip's vision heads: width // 64
 
 
@@ -63,13 +64,6 @@ def arch(name: str) -> Arch:
         raise ValueError(f"open_clip model {name!r}: this module knows {sorted(ARCHS)} "
                          "(each also as NAME-quickgelu)")
     return ARCHS[base]._replace(quick_gelu=quick)
-
-
-def _layer_norm(x, scale, bias):
-    x32 = x.astype(jnp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    return ((x32 - mean) * jax.lax.rsqrt(var + LN_EPS) * scale + bias).astype(x.dtype)
 
 
 def _activation(quick: bool):
@@ -109,12 +103,12 @@ class Blocks(nnx.Module):
         heads, act = self.heads, _activation(quick_gelu)
 
         def block(x, p):
-            h = _layer_norm(x, p["ln1_scale"], p["ln1_bias"])
+            h = layer_norm(x, p["ln1_scale"], p["ln1_bias"])
             qkv = (h @ p["in_proj"] + p["in_proj_bias"]).reshape(b, length, 3, heads, -1)
             a = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2],
                                              is_causal=causal, implementation="xla")
             x = x + a.reshape(b, length, width) @ p["out_proj"] + p["out_proj_bias"]
-            h = _layer_norm(x, p["ln2_scale"], p["ln2_bias"])
+            h = layer_norm(x, p["ln2_scale"], p["ln2_bias"])
             return x + act(h @ p["fc"] + p["fc_bias"]) @ p["proj"] + p["proj_bias"], None
         return jax.lax.scan(block, x, self.params())[0]
 
@@ -182,9 +176,9 @@ class OpenClip(nnx.Module):
         x = patches @ self.patch_embed[...]
         cls = jnp.broadcast_to(self.class_embedding[...], (b, 1, x.shape[-1]))
         x = jnp.concatenate([cls, x], axis=1) + self.vision_pos[...]
-        x = _layer_norm(x, self.ln_pre_scale[...], self.ln_pre_bias[...])
+        x = layer_norm(x, self.ln_pre_scale[...], self.ln_pre_bias[...])
         x = self.vision(x, causal=False, quick_gelu=a.quick_gelu)
-        pooled = _layer_norm(x[:, 0], self.ln_post_scale[...], self.ln_post_bias[...])
+        pooled = layer_norm(x[:, 0], self.ln_post_scale[...], self.ln_post_bias[...])
         return pooled @ self.vision_proj[...]
 
     def encode_text(self, ids: jax.Array) -> jax.Array:
@@ -194,7 +188,7 @@ class OpenClip(nnx.Module):
             raise ValueError(f"text of {ids.shape[1]} slots; this model takes {a.context}")
         x = self.token_embedding[...][ids] + self.text_pos[...]
         x = self.text(x, causal=True, quick_gelu=a.quick_gelu)
-        x = _layer_norm(x, self.ln_final_scale[...], self.ln_final_bias[...])
+        x = layer_norm(x, self.ln_final_scale[...], self.ln_final_bias[...])
         pooled = x[jnp.arange(x.shape[0]), jnp.argmax(ids, axis=-1)]
         return pooled @ self.text_proj[...]
 
