@@ -1,11 +1,12 @@
 """Stage 2: the DALL·E transformer over [text tokens ; image codes].
 
-  python -m dalle_jax.data encode --dvae_workdir=workdirs/dvae --data_dir=data   # codes + captions
+  python -m dalle_jax.data encode --tokenizer=workdirs/dvae --data_dir=data   # codes + captions
   python -m dalle_jax.train --config=configs/dalle.py:small --workdir=workdirs/dalle_small
   python -m dalle_jax.bench plan --config=configs/dalle.py:paper --mesh=data:64,fsdp:8,tensor:4
 
 Presets: `tiny` (tests, seconds), `small` (CPU experiments: about 30M parameters, grid 16, text 64),
-`paper` (64 layers, 62 heads of 64, width 3968, text 256 / 16384, image 1024 / 8192: ≈ 12B).
+`vqgan` (`small` on taming's f16-16384 VQGAN codes: 16 × 16 of 16384 at 256 px), `paper` (64
+layers, 62 heads of 64, width 3968, text 256 / 16384, image 1024 / 8192: ≈ 12B).
 """
 
 import ml_collections
@@ -139,13 +140,21 @@ def _small(c):
     c.text = config_parts.text_config(vocab_size=4096, text_len=64)
 
 
+def _vqgan(c):
+    """`small` on the codes of taming's f16-16384 VQGAN: 16 × 16 codes of 256 px images
+    (`python -m dalle_jax.data encode --tokenizer=vqgan:DIR --resolution=256`)."""
+    _small(c)
+    c.model.image_vocab = 16384
+    c.data.resolution = 256
+
+
 def _paper(c):
     c.data = config_parts.data_config(dataset="image_codes", image_key="codes", resolution=256,
                                       global_batch_size=1024, worker_count=8)
     c.text = config_parts.text_config(vocab_size=16384, text_len=256, bpe_dropout=0.1)
 
 
-PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}
+PRESETS = {"tiny": _tiny, "small": _small, "vqgan": _vqgan, "paper": _paper}
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:

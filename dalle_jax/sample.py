@@ -31,8 +31,9 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
     flags.DEFINE_string("workdir", None, "a trained transformer (dalle) workdir")
-    flags.DEFINE_string("dvae_workdir", None, "the dVAE that decodes codes (default: the one that "
-                        "encoded the transformer's training data)")
+    flags.DEFINE_string("dvae_workdir", None, "the image tokenizer that decodes codes: a dVAE "
+                        "workdir or vqgan:DIR (default: the one that encoded the transformer's "
+                        "training data)")
     flags.DEFINE_string("clip_workdir", None, "what scores samples: a trained CLIP workdir, or "
                         "OpenAI's or LAION's CLIP as openclip:DIR (converted) or "
                         "openclip:ARCH:WEIGHTS.pt (needs torch and open_clip)")

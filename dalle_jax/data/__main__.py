@@ -3,7 +3,7 @@
   python -m dalle_jax.data prepare --dataset=shapes --data_dir=DIR [--resolution=64] [--num_train=N]
   python -m dalle_jax.data prepare --dataset=image_text_folder --source=PATH --data_dir=DIR [--name=NAME]
   python -m dalle_jax.data inspect --config=configs/data.py:tiny --workdir=DIR [--num_batches=4]
-  python -m dalle_jax.data encode --dvae_workdir=DIR --dataset=shapes --data_dir=DIR [--splits=train,validation]
+  python -m dalle_jax.data encode --tokenizer=DIR|vqgan:DIR --dataset=shapes --data_dir=DIR [--splits=train,validation]
 
 `prepare` and `encode` end by printing one JSON line; `inspect` prints a JSON summary and writes a PNG grid.
 Bad values get a one-line error and exit status 2. On a pod slice every host runs the same
@@ -78,23 +78,31 @@ def inspect_main(argv: list[str]) -> None:
 def encode_main(argv: list[str]) -> None:
     """`encode`: a prepared dataset's images → stage-1 codes, written as the `image_codes` dataset."""
     p = argparse.ArgumentParser(prog="python -m dalle_jax.data encode")
-    p.add_argument("--dvae_workdir", required=True, help="a trained stage-1 workdir")
+    p.add_argument("--tokenizer", "--dvae_workdir", dest="tokenizer", required=True,
+                   help="the image tokenizer: a trained stage-1 workdir, vqgan:DIR (a converted "
+                        "VQGAN) or vqgan:PRESET:CKPT (taming's checkpoint; needs torch)")
     p.add_argument("--dataset", required=True, help="the prepared dataset to encode")
     p.add_argument("--data_dir", required=True, help="where it is prepared (and where codes go)")
     p.add_argument("--config", help="its prepared config, if it has several")
     p.add_argument("--splits", help="comma-separated splits (default: all)")
     p.add_argument("--out_data_dir", help="write the codes here instead of --data_dir")
     p.add_argument("--batch_size", type=int, default=64, help="images per encoder call")
+    p.add_argument("--resolution", type=int,
+                   help="image side to encode at (default: the dVAE's, or the VQGAN's 256)")
+    p.add_argument("--image_key", help="the source's image field (default: the dVAE's, or image)")
+    p.add_argument("--caption_key", help="the source's caption field (default: the dVAE's, or "
+                                         "caption)")
     args = p.parse_args(argv)
     join_hosts()
     from dalle_jax.data.image_codes import image_codes
-    from dalle_jax.generation.dvae import TrainedDVAE
+    from dalle_jax.generation.codec import load_codec
 
     try:
         summary = image_codes.prepare(
-            TrainedDVAE.load(args.dvae_workdir), args.dataset, args.data_dir, config=args.config,
+            load_codec(args.tokenizer), args.dataset, args.data_dir, config=args.config,
             splits=tuple(s for s in (args.splits or "").split(",") if s) or None,
-            out_data_dir=args.out_data_dir, batch_size=args.batch_size)
+            out_data_dir=args.out_data_dir, batch_size=args.batch_size,
+            resolution=args.resolution, image_key=args.image_key, caption_key=args.caption_key)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     print(json.dumps(summary))

@@ -30,7 +30,7 @@ def find_prepared(data_dir: str, dataset: str, config: str | None = None) -> str
                    key=lambda d: tfds.core.Version(os.path.basename(d)))
     if not found:
         what = f"{dataset!r}" + (f" config {config!r}" if config else "")
-        how = (f"`python -m dalle_jax.data encode --dvae_workdir=DIR --data_dir={data_dir} …`"
+        how = (f"`python -m dalle_jax.data encode --tokenizer=DIR --data_dir={data_dir} …`"
                if dataset == "image_codes" else
                f"`python -m dalle_jax.data prepare --dataset={dataset} --data_dir={data_dir}`")
         raise DatasetNotFoundError(f"no prepared {what} under data_dir={data_dir!r}; run {how} first")

@@ -1,6 +1,6 @@
 """A trained stage-2 workdir as an image generator: prompts in, code grids and images out.
 
-    gen = Generator.load("workdirs/dalle_small")            # finds its dVAE through the codes
+    gen = Generator.load("workdirs/dalle_small")            # finds its dVAE/VQGAN via the codes
     text = gen.encode_prompts(["a red circle"])             # clear errors for empty/long prompts
     codes = gen.sample(text, num_samples=8, seed=0)         # (P, N, g, g)
     images = gen.decode(codes)                              # (P, N, fg, fg, 3) uint8
@@ -25,20 +25,23 @@ from tqdm.auto import tqdm
 from dalle_jax.data import pipeline
 from dalle_jax.data.sources import open_builder
 from dalle_jax.generation import sampling
+from dalle_jax.generation.codec import load_codec, local_path
 from dalle_jax.generation.restore import load_ema
 
 
 def dvae_workdir_of(config) -> str:
-    """The stage-1 workdir that encoded the codes a stage-2 config trains on."""
+    """The image tokenizer (a stage-1 workdir or `vqgan:…`, see `codec.load_codec`) that encoded
+    the codes a stage-2 config trains on."""
     data = config.data
     if data.dataset != "image_codes":
-        raise ValueError(f"data.dataset={data.dataset!r}: cannot tell which dVAE made the codes; "
-                         "pass --dvae_workdir")
+        raise ValueError(f"data.dataset={data.dataset!r}: cannot tell which image tokenizer made "
+                         "the codes; pass --dvae_workdir")
     meta = open_builder("image_codes", data.data_dir, data.config or None).info.metadata
-    path = meta.get("dvae_workdir", "")
-    if not path or not os.path.isdir(path):
-        raise FileNotFoundError(f"the codes' dVAE workdir {path!r} is not there; pass --dvae_workdir")
-    return path
+    reference = meta.get("dvae_workdir", "")
+    if not reference or not os.path.exists(local_path(reference)):
+        raise FileNotFoundError(f"the codes' image tokenizer {reference!r} is not there; pass "
+                                "--dvae_workdir")
+    return reference
 
 
 def encode_prompts(tokenizer, text_len: int, prompts: list[str]) -> np.ndarray:
@@ -56,7 +59,8 @@ def encode_prompts(tokenizer, text_len: int, prompts: list[str]) -> np.ndarray:
 
 
 class Generator:
-    """A restored transformer (EMA parameters), its tokenizer and the dVAE that decodes codes."""
+    """A restored transformer (EMA parameters), its tokenizer and the image tokenizer (dVAE or
+    VQGAN) that decodes its codes."""
 
     def __init__(self, config, model, tokenizer, dvae, step: int, mesh=None):
         self.config, self.model, self.tokenizer, self.dvae, self.step = (
@@ -69,22 +73,22 @@ class Generator:
     @classmethod
     def load(cls, workdir: str, *, dvae_workdir: str | None = None, step: int | None = None,
              tokenizer=None, mesh_axes: dict | None = None) -> "Generator":
-        """Restores the newest (or `step`) checkpoint of a stage-2 workdir and its dVAE.
+        """Restores the newest (or `step`) checkpoint of a stage-2 workdir and its image
+        tokenizer (`dvae_workdir`: a stage-1 workdir or `vqgan:…`; default: the one that
+        encoded its codes).
 
         `tokenizer`: the workdir's tokenizer when the caller has already read it. `mesh_axes`:
         the mesh the EMA is split over by the config's rules (default {'data': -1}: every device
         holds it whole), e.g. {'fsdp': 4} to sample a model too large for one device.
         """
-        from dalle_jax.generation.dvae import TrainedDVAE
-
         config, spec, state, step = load_ema(workdir, "dalle", step=step, in_compute_dtype=True,
                                              mesh_axes=mesh_axes)
         model = spec.merge(state["ema"], {})
         tokenizer = tokenizer or pipeline.ensure_tokenizer(config, workdir)
-        dvae = TrainedDVAE.load(dvae_workdir or dvae_workdir_of(config))
-        if dvae.model.vocab_size != model.image_vocab:
-            raise ValueError(f"the dVAE has {dvae.model.vocab_size} codes but the transformer's "
-                             f"image_vocab is {model.image_vocab}")
+        dvae = load_codec(dvae_workdir or dvae_workdir_of(config))
+        if dvae.vocab_size != model.image_vocab:
+            raise ValueError(f"the image tokenizer has {dvae.vocab_size} codes but the "
+                             f"transformer's image_vocab is {model.image_vocab}")
         return cls(config, model, tokenizer, dvae, step, mesh=spec.mesh)
 
     def encode_prompts(self, prompts: list[str]) -> np.ndarray:
@@ -133,14 +137,14 @@ class Generator:
         return np.concatenate(out).reshape(p, num_samples, self.grid, self.grid)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        """uint8 images (..., fg, fg, 3) of codes (..., g, g); f is the dVAE's `grid_scale`."""
+        """uint8 images (..., fg, fg, 3) of codes (..., g, g); f is the image tokenizer's `grid_scale`."""
         lead = codes.shape[:-2]
         images = self.dvae.decode(codes.reshape(-1, self.grid, self.grid))
         images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
         return images.reshape(*lead, *images.shape[1:])
 
     def encode_image(self, images_uint8: np.ndarray) -> np.ndarray:
-        """Codes (B, g, g) of uint8 images at the dVAE's resolution."""
+        """Codes (B, g, g) of uint8 images (B, fg, fg, 3), f the image tokenizer's `grid_scale`."""
         codes = self.dvae.encode(images_uint8)
         if codes.shape[1:] != (self.grid, self.grid):
             raise ValueError(f"the image gives a {codes.shape[1]}×{codes.shape[2]} code grid but "

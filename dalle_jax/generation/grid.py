@@ -29,7 +29,7 @@ def completion_prefix(gen, path: str, keep_rows: int, count: int) -> tuple[np.nd
         raise FileNotFoundError(f"no image at {path}")
     if not 0 <= keep_rows <= gen.grid:
         raise ValueError(f"keep_rows={keep_rows} must be in [0, {gen.grid}] (the code grid's rows)")
-    resolution = gen.dvae.config.data.resolution
+    resolution = gen.grid * gen.dvae.grid_scale
     with epath.Path(path).open("rb") as f:
         image = resize_center_crop(Image.open(f).convert("RGB"), resolution)
     codes = gen.encode_image(image[None])

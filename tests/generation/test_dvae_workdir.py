@@ -96,7 +96,7 @@ def test_cli_evaluate_and_errors(trained, tmp_path):
     assert row["quantizer"] == "gumbel" and row["images"] == 8
     bad = _cli("dalle_jax.evaluate", f"--workdir={tmp_path}")
     assert bad.returncode == 2 and "no config.json" in bad.stderr
-    bad = _cli("dalle_jax.data", "encode", f"--dvae_workdir={workdir}", "--dataset=shapes",
+    bad = _cli("dalle_jax.data", "encode", f"--tokenizer={workdir}", "--dataset=shapes",
                f"--data_dir={trained[0]}", "--splits=nope")
     assert bad.returncode == 2 and "no split(s) ['nope']" in bad.stderr
 

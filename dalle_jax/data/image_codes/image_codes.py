@@ -1,11 +1,14 @@
-"""`image_codes`: the codes a trained stage-1 model gives every image of a prepared dataset.
+"""`image_codes`: the codes an image tokenizer gives every image of a prepared dataset.
 
-    python -m dalle_jax.data encode --dvae_workdir=workdirs/dvae_shapes --dataset=shapes --data_dir=data
+    python -m dalle_jax.data encode --tokenizer=workdirs/dvae_shapes --dataset=shapes --data_dir=data
+    python -m dalle_jax.data encode --tokenizer=vqgan:weights/vqgan-f16-16384 --resolution=256 …
 
-writes `DATA_DIR/image_codes/<source>-<dvae step>-<digest>/1.0.0/` with, per record, `codes`
-(g, g) int32, `caption` (all caption lines of the source record) and `index` (its position in the
-source split), so stage 2 reads codes and never runs the encoder while it trains. Images are
-encoded in batches with the parameter EMA, argmax codes (no gumbel noise). In a multi-host run
+writes `DATA_DIR/image_codes/<source>-<resolution>px-<step N | vqgan>-<digest>/1.0.0/` with, per
+record, `codes` (g, g) int32, `caption` (all caption lines of the source record) and `index` (its
+position in the source split), so stage 2 reads codes and never runs the encoder while it trains.
+Its metadata's `dvae_workdir` is the tokenizer's reference, which `sample` decodes with. Images are
+encoded in batches: a dVAE's parameter EMA and argmax codes (no gumbel noise), or a VQGAN's
+nearest codebook entries (`generation.codec`). In a multi-host run
 every process encodes its own share of each round of `hosts × batch_size` records on its own
 devices, with no collective in the encoder, so throughput grows with hosts; the codes (a few bytes
 per image) are gathered each round and the first process writes the one dataset, record for
@@ -41,7 +44,7 @@ class CodesConfig(tfds.core.BuilderConfig):
     source_dataset: str = "shapes"
     source_data_dir: str = "data"
     source_config: str = ""
-    dvae_workdir: str = ""
+    dvae_workdir: str = ""  # the image tokenizer's reference: a dVAE workdir or `vqgan:…`
     dvae_step: int = 0
     grid: int = 8
     vocab_size: int = 512
@@ -58,9 +61,9 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [CodesConfig(name="placeholder", description="use prepare()")]
 
-    def __init__(self, *, dvae=None, **kwargs):
+    def __init__(self, *, codec=None, **kwargs):
         super().__init__(**kwargs)
-        self.dvae = dvae  # a TrainedDVAE; needed only to generate
+        self.codec = codec  # the image tokenizer; needed only to generate
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
@@ -102,7 +105,7 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
             mine = range(min(n, start + me * batch), min(n, start + (me + 1) * batch))
             wanted = range(start, min(n, start + batch * count)) if hosts.is_primary() else mine
             records = {i: source[i] for i in wanted}  # the first process needs every caption
-            codes = (self.dvae.encode(np.stack([self._image(records[i]) for i in mine]))
+            codes = (self.codec.encode(np.stack([self._image(records[i]) for i in mine]))
                      if len(mine) else empty)
             codes = hosts.gather_rows(codes.astype(np.int32), batch)
             if hosts.is_primary():
@@ -115,13 +118,20 @@ class ImageCodes(tfds.core.GeneratorBasedBuilder):
             yield i, {"codes": codes, "caption": caption, "index": i}
 
 
-def prepare(dvae, dataset: str, data_dir: str, *, config: str | None = None,
+def prepare(codec, dataset: str, data_dir: str, *, config: str | None = None,
             splits: tuple[str, ...] | None = None, out_data_dir: str | None = None,
-            batch_size: int = 64) -> dict:
-    """Encodes `splits` (default: all) of a prepared dataset with `dvae`, a restored stage-1
-    model (`TrainedDVAE.load(dvae_workdir)`: it has `workdir`, `step`, `config`, `grid_scale`,
-    `encode` and `on_this_host`); summary out."""
-    c = dvae.config
+            batch_size: int = 64, resolution: int | None = None, image_key: str | None = None,
+            caption_key: str | None = None) -> dict:
+    """Encodes `splits` (default: all) of a prepared dataset with `codec`, an image tokenizer
+    (`generation.codec.load_codec(reference)`: a dVAE workdir or a VQGAN; it has `reference`,
+    `label`, `step`, `vocab_size`, `grid_scale`, `resolution`, `image_key`, `caption_key`,
+    `encode` and `on_this_host`). `resolution` (default the codec's) is the side images are
+    resized and cropped to; the keys (default the codec's) name the source's image and caption
+    fields. Summary out."""
+    resolution = resolution or codec.resolution
+    if not resolution or resolution <= 0 or resolution % codec.grid_scale:
+        raise ValueError(f"resolution={resolution} must be a positive multiple of "
+                         f"{codec.grid_scale}, the image tokenizer's pixels per code")
     source = sources.open_builder(dataset, data_dir, config)
     have = sorted(source.info.splits)
     splits = tuple(splits or have)
@@ -133,14 +143,14 @@ def prepare(dvae, dataset: str, data_dir: str, *, config: str | None = None,
     source_config = source.builder_config.name if source.builder_config else ""
     options = dict(source_dataset=dataset, source_data_dir=absolute(data_dir),
                    source_config=source_config or (config or ""),
-                   dvae_workdir=absolute(dvae.workdir), dvae_step=dvae.step,
-                   grid=c.data.resolution // dvae.grid_scale, vocab_size=c.model.vocab_size,
-                   resolution=c.data.resolution, image_key=c.data.image_key,
-                   caption_key=c.data.caption_key, splits=splits)
+                   dvae_workdir=codec.reference, dvae_step=codec.step,
+                   grid=resolution // codec.grid_scale, vocab_size=codec.vocab_size,
+                   resolution=resolution, image_key=image_key or codec.image_key,
+                   caption_key=caption_key or codec.caption_key, splits=splits)
     digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:6]
-    name = f"{dataset}-{c.data.resolution}px-step{dvae.step}-{digest}"
+    name = f"{dataset}-{resolution}px-{codec.label}-{digest}"
     builder = ImageCodes(config=CodesConfig(name=name, batch_size=batch_size, **options),
-                         data_dir=out_data_dir or data_dir, dvae=dvae.on_this_host())
+                         data_dir=out_data_dir or data_dir, codec=codec.on_this_host())
     if not hosts.gather_json(builder.is_prepared())[0]:  # what the first process found
         if hosts.is_primary():
             builder.download_and_prepare(file_format="array_record")
