@@ -113,3 +113,21 @@ def test_bad_tokenizer_references_are_named(vqgan_codes, tmp_path, capsys):
         codec.encode(np.zeros((1, 30, 32, 3), np.uint8))
     with pytest.raises(ValueError, match=r"\[0, 64\)"):
         codec.decode(np.full((1, 4, 4), 64))
+
+
+def test_two_hosts_encode_what_one_process_encodes(vqgan_codes, tmp_path):
+    """`data encode --tokenizer=vqgan:DIR` as a pod runs it: each of two processes encodes its own
+    share of every round on its own devices, and the first writes the records of one process."""
+    from tests.helpers import processes as proc
+
+    directory, codes_dir, data_dir = vqgan_codes
+    out = tmp_path / "two"
+    proc.finish(proc.launch("dalle_jax.data", [
+        "encode", f"--tokenizer=vqgan:{directory}", "--dataset=shapes", f"--data_dir={data_dir}",
+        f"--out_data_dir={out}", "--resolution=32", "--splits=validation", "--batch_size=5"]))
+    one = sources.open_split("image_codes", codes_dir, "validation")
+    two = sources.open_split("image_codes", str(out), "validation")
+    assert len(two) == len(one)
+    for i in range(len(one)):
+        assert int(two[i]["index"]) == int(one[i]["index"])
+        np.testing.assert_array_equal(two[i]["codes"], one[i]["codes"])

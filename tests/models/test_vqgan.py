@@ -93,3 +93,24 @@ def test_a_wrong_preset_is_named():
         convert.from_state_dict(SMALL._replace(n_embed=32), theirs.state_dict())
     with pytest.raises(KeyError):
         convert.from_state_dict(SMALL._replace(quantizer="gumbel"), theirs.state_dict())
+
+
+def test_a_taming_checkpoint_loads_as_an_image_tokenizer(tmp_path, monkeypatch):
+    """`vqgan:PRESET:CKPT` (what `data encode --tokenizer` and `sample` take): taming's Lightning
+    checkpoint converted as it is read; its codes and decoded images are taming's."""
+    from dalle_jax.generation.codec import load_codec
+
+    monkeypatch.setitem(PRESETS, "small-test", SMALL)  # a published preset's shape, made small
+    theirs = _random_taming(SMALL)
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {**theirs.state_dict(), "loss.logvar": torch.zeros(())}}, ckpt)
+    codec = load_codec(f"vqgan:small-test:{ckpt}")
+    assert codec.reference == f"vqgan:small-test:{ckpt}" and codec.grid_scale == 2
+    images = np.random.default_rng(3).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        want = theirs.codes(x).numpy()
+        want_images = theirs.decode(torch.from_numpy(want)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(codec.encode(images), want)  # 5 rows over 8 devices: padded
+    np.testing.assert_allclose(codec.decode(want), (np.clip(want_images, -1, 1) + 1) / 2,
+                               atol=1e-4)
