@@ -5,11 +5,17 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
+from dalle_jax import runtime_setup
 from tests.helpers.paths import ROOT
 from tests.helpers.xla_flags import xla_flags
 
 
 def test_colab_demo_runs_and_draws(tmp_path, monkeypatch):
+    # The first cell installs requirements.txt where its pins are not met: refuse to run it here
+    # rather than let it replace this environment's JAX.
+    assert runtime_setup.installed(os.path.join(ROOT, "requirements.txt")), (
+        "this environment does not hold requirements.txt's JAX and libraries; the notebook's "
+        "first cell would install them into it")
     nb = nbformat.read(os.path.join(ROOT, "experiments", "colab_demo.ipynb"), as_version=4)
     work = tmp_path / "work"
     monkeypatch.setenv("DEMO_PRESET", "tiny")
