@@ -36,7 +36,6 @@ class TrainedVQGAN(ImageCodec):
         state = jax.device_put(jax.tree.map(np.asarray, state), replicated(self.mesh))
         self.model = nnx.merge(graphdef, state)
         c = model.config
-        self.config = c
         self.vocab_size, self.grid_scale, self.resolution = c.n_embed, c.factor, c.resolution
         self.image_key, self.caption_key = "image", "caption"
         self.reference = reference
