@@ -46,28 +46,25 @@ def _blocks(state: dict, prefix: str, layers: int) -> dict[str, np.ndarray]:
     return out
 
 
+# our parameter → open_clip's name, for the weights taken as they are
+_NAMES = {"class_embedding": "visual.class_embedding", "vision_pos": "visual.positional_embedding",
+          "ln_pre_scale": "visual.ln_pre.weight", "ln_pre_bias": "visual.ln_pre.bias",
+          "ln_post_scale": "visual.ln_post.weight", "ln_post_bias": "visual.ln_post.bias",
+          "vision_proj": "visual.proj", "token_embedding": "token_embedding.weight",
+          "text_pos": "positional_embedding", "ln_final_scale": "ln_final.weight",
+          "ln_final_bias": "ln_final.bias", "text_proj": "text_projection",
+          "logit_scale": "logit_scale"}
+
+
 def from_state_dict(name: str | Arch, state: dict) -> OpenClip:
     """An `OpenClip` of `name` (e.g. 'ViT-B-32', 'ViT-B-32-quickgelu') holding `state`'s weights.
     A KeyError names a missing weight; a ValueError a weight of the wrong shape."""
     a = parse_arch(name) if isinstance(name, str) else name
     model = OpenClip(a, rngs=nnx.Rngs(0))
     conv = to_numpy(state["visual.conv1.weight"])  # (width, 3, patch, patch)
-    params = {
-        "patch_embed": conv.transpose(2, 3, 1, 0).reshape(-1, conv.shape[0]),
-        "class_embedding": to_numpy(state["visual.class_embedding"]),
-        "vision_pos": to_numpy(state["visual.positional_embedding"]),
-        "ln_pre_scale": to_numpy(state["visual.ln_pre.weight"]),
-        "ln_pre_bias": to_numpy(state["visual.ln_pre.bias"]),
-        "ln_post_scale": to_numpy(state["visual.ln_post.weight"]),
-        "ln_post_bias": to_numpy(state["visual.ln_post.bias"]),
-        "vision_proj": to_numpy(state["visual.proj"]),
-        "token_embedding": to_numpy(state["token_embedding.weight"]),
-        "text_pos": to_numpy(state["positional_embedding"]),
-        "ln_final_scale": to_numpy(state["ln_final.weight"]),
-        "ln_final_bias": to_numpy(state["ln_final.bias"]),
-        "text_proj": to_numpy(state["text_projection"]),
-        "logit_scale": to_numpy(state["logit_scale"]).reshape(()),
-    }
+    params = {ours: to_numpy(state[theirs]) for ours, theirs in _NAMES.items()}
+    params["patch_embed"] = conv.transpose(2, 3, 1, 0).reshape(-1, conv.shape[0])
+    params["logit_scale"] = params["logit_scale"].reshape(())
     for tower, prefix, layers in (("vision", "visual.transformer.", a.vision_layers),
                                   ("text", "transformer.", a.text_layers)):
         params.update({f"{tower}.{k}": v for k, v in _blocks(state, prefix, layers).items()})
